@@ -1,0 +1,156 @@
+// Package bot is caseroom's Matrix side: the appservice HTTP endpoint, the durable inbox, ordered per-room
+// processing, membership (invites, kicks) and sending.
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/sqlstatestore"
+
+	"github.com/caseroom/caseroom/config"
+	"github.com/caseroom/caseroom/store"
+)
+
+// MessageHandler handles the room messages the bot receives (commands, check-ins). It runs outside any database
+// transaction; whatever it wants stored or sent it queues on the turn. Returning an error means "try again later"
+// for transient errors (see IsTransient) and "this event failed" otherwise.
+type MessageHandler interface {
+	HandleMessage(ctx context.Context, turn *Turn) error
+}
+
+// Bot is a running caseroom appservice.
+type Bot struct {
+	Config  *config.Config
+	Store   *store.Store
+	AS      *appservice.AppService
+	Handler MessageHandler
+	Log     zerolog.Logger
+	Started time.Time
+
+	stateStore *sqlstatestore.SQLStateStore
+	proc       *processor
+	server     *http.Server
+	listener   net.Listener
+	stopOnce   sync.Once
+	failMu     sync.Mutex
+	failures   map[int64]int // inbox seq -> failed attempts, for giving up on events that fail for good
+	stop       context.CancelFunc
+	ctx        context.Context
+}
+
+// New prepares the bot: the appservice with its registration and the state store in the bot's database.
+func New(cfg *config.Config, st *store.Store, log zerolog.Logger) (*Bot, error) {
+	stateStore := sqlstatestore.NewSQLStateStore(st.DB, nil, false)
+	as, err := appservice.CreateFull(appservice.CreateOpts{
+		Registration:     cfg.Registration(),
+		HomeserverDomain: cfg.Homeserver.Domain,
+		HomeserverURL:    cfg.Homeserver.URL,
+		StateStore:       stateStore,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to create appservice: %w", err)
+	}
+	as.Log = log.With().Str("component", "appservice").Logger()
+	b := &Bot{Config: cfg, Store: st, AS: as, Log: log, stateStore: stateStore}
+	b.proc = newProcessor(b)
+	return b, nil
+}
+
+// ErrHomeserver marks start-up failures caused by the homeserver (unreachable, refusing the appservice).
+var ErrHomeserver = errors.New("homeserver not usable")
+
+// Start upgrades the state store, starts the HTTP listener (so that the homeserver can deliver while the bot is
+// still starting), checks the homeserver, registers the bot user, and resumes processing what the inbox holds.
+func (b *Bot) Start(ctx context.Context) error {
+	b.Started = time.Now()
+	b.ctx, b.stop = context.WithCancel(context.WithoutCancel(ctx))
+	b.ctx = b.Log.WithContext(b.ctx)
+	if err := b.stateStore.Upgrade(ctx); err != nil {
+		return fmt.Errorf("failed to upgrade state store: %w", err)
+	}
+	if err := b.listen(); err != nil {
+		return err
+	}
+	b.AS.Live = true
+	if err := b.connectHomeserver(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrHomeserver, err)
+	}
+	if err := b.proc.resume(b.ctx); err != nil {
+		return fmt.Errorf("failed to resume processing: %w", err)
+	}
+	b.AS.Ready = true
+	b.Log.Info().Str("bot", b.Config.BotMXID().String()).Str("listen", b.Addr()).Msg("caseroom is ready")
+	return nil
+}
+
+// connectHomeserver waits for the homeserver's /versions, pings the appservice connection only where the homeserver
+// supports it (spec v1.7+), registers the bot user and sets its display name.
+func (b *Bot) connectHomeserver(ctx context.Context) error {
+	intent := b.AS.BotIntent()
+	var versions *mautrix.RespVersions
+	var err error
+	for attempt := 0; ; attempt++ {
+		versions, err = intent.Versions(ctx)
+		if err == nil {
+			break
+		}
+		if attempt >= 30 || ctx.Err() != nil {
+			return fmt.Errorf("homeserver %s did not answer /versions: %w", b.Config.Homeserver.URL, err)
+		}
+		b.Log.Warn().Err(err).Msg("Homeserver not reachable yet, retrying")
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if versions.Supports(mautrix.FeatureAppservicePing) {
+		intent.EnsureAppserviceConnection(ctx)
+	}
+	if err = intent.EnsureRegistered(ctx); err != nil {
+		return fmt.Errorf("failed to register bot user: %w", err)
+	}
+	if err = intent.SetDisplayName(ctx, b.Config.Appservice.Bot.Displayname); err != nil {
+		return fmt.Errorf("failed to set bot display name: %w", err)
+	}
+	return nil
+}
+
+// Addr is the address the HTTP listener is bound to.
+func (b *Bot) Addr() string {
+	if b.listener == nil {
+		return ""
+	}
+	return b.listener.Addr().String()
+}
+
+// Stop stops accepting transactions and waits for the room workers to finish what they are doing.
+func (b *Bot) Stop() {
+	b.stopOnce.Do(func() {
+		b.AS.Ready = false
+		if b.server != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = b.server.Shutdown(ctx)
+			cancel()
+		}
+		if b.stop != nil {
+			b.stop()
+		}
+		b.proc.wait()
+	})
+}
+
+// BotID is the bot's Matrix user ID.
+func (b *Bot) BotID() id.UserID {
+	return b.AS.BotMXID()
+}

@@ -1,0 +1,317 @@
+package bot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/caseroom/caseroom/store"
+)
+
+const (
+	pendingBatch      = 20
+	maxRoomWorkers    = 16
+	maxBackoff        = 30 * time.Second
+	maxPermanentTries = 5
+)
+
+// processor runs one worker per room with pending work, so events of a room are handled in order while rooms
+// proceed in parallel.
+type processor struct {
+	bot *Bot
+	sem chan struct{}
+
+	mu      sync.Mutex
+	workers map[id.RoomID]*roomWorker
+	wg      sync.WaitGroup
+}
+
+type roomWorker struct {
+	roomID id.RoomID
+	more   bool // set when new work arrived while the worker was busy
+}
+
+func newProcessor(b *Bot) *processor {
+	return &processor{bot: b, sem: make(chan struct{}, maxRoomWorkers), workers: make(map[id.RoomID]*roomWorker)}
+}
+
+// resume wakes every room that has unprocessed events or unsent messages, e.g. after a crash.
+func (p *processor) resume(ctx context.Context) error {
+	rooms, err := p.bot.Store.Inbox.PendingRooms(ctx)
+	if err != nil {
+		return err
+	}
+	outRooms, err := p.bot.Store.Outgoing.PendingRooms(ctx)
+	if err != nil {
+		return err
+	}
+	for _, roomID := range append(rooms, outRooms...) {
+		p.wake(roomID)
+	}
+	if len(rooms)+len(outRooms) > 0 {
+		p.bot.Log.Info().Int("rooms", len(rooms)).Int("rooms_with_unsent", len(outRooms)).Msg("Resuming pending work")
+	}
+	return nil
+}
+
+// wake makes sure a worker will look at the room's pending work.
+func (p *processor) wake(roomID id.RoomID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bot.ctx == nil || p.bot.ctx.Err() != nil {
+		return
+	}
+	if w, ok := p.workers[roomID]; ok {
+		w.more = true
+		return
+	}
+	w := &roomWorker{roomID: roomID}
+	p.workers[roomID] = w
+	p.wg.Add(1)
+	go p.run(w)
+}
+
+func (p *processor) wait() {
+	p.wg.Wait()
+}
+
+// run processes a room until it has no pending work left.
+func (p *processor) run(w *roomWorker) {
+	defer p.wg.Done()
+	ctx := p.bot.ctx
+	log := p.bot.Log.With().Stringer("room_id", w.roomID).Logger()
+	ctx = log.WithContext(ctx)
+	select {
+	case p.sem <- struct{}{}:
+	case <-ctx.Done():
+		p.finish(w, true)
+		return
+	}
+	defer func() { <-p.sem }()
+	backoff := time.Second
+	for {
+		err := p.drain(ctx, w.roomID)
+		if err == nil {
+			backoff = time.Second
+			if p.finish(w, false) {
+				return
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			p.finish(w, true)
+			return
+		}
+		log.Warn().Err(err).Dur("retry_in", backoff).Msg("Room processing failed, will retry")
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			p.finish(w, true)
+			return
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// finish removes the worker unless more work arrived meanwhile; it reports whether the worker should stop.
+func (p *processor) finish(w *roomWorker, force bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.more && !force {
+		w.more = false
+		return false
+	}
+	delete(p.workers, w.roomID)
+	return true
+}
+
+// drain processes the room's pending events in order, sending the queued messages after each, and returns when
+// the inbox and the outgoing queue of the room are empty or an error says to retry later.
+func (p *processor) drain(ctx context.Context, roomID id.RoomID) error {
+	if holdProcessing {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if err := p.bot.flush(ctx, roomID); err != nil {
+		return err
+	}
+	for {
+		events, err := p.bot.Store.Inbox.Pending(ctx, roomID, pendingBatch)
+		if err != nil {
+			return err
+		}
+		if len(events) == 0 {
+			return nil
+		}
+		for _, evt := range events {
+			if err = p.bot.process(ctx, evt); err != nil {
+				return err
+			}
+			if err = p.bot.flush(ctx, roomID); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// process handles one inbox event and stores its effects together with its processed mark.
+func (b *Bot) process(ctx context.Context, stored *store.InboxEvent) error {
+	log := zerolog.Ctx(ctx).With().Stringer("event_id", stored.EventID).Str("event_type", stored.Type).Logger()
+	ctx = log.WithContext(ctx)
+	evt, err := parseEvent(stored.Raw)
+	if err != nil {
+		log.Warn().Err(err).Msg("Event content could not be parsed")
+	}
+	mautrix.UpdateStateStore(ctx, b.stateStore, evt)
+	turn := &Turn{Event: evt, Bot: b}
+	handleErr := b.handle(ctx, turn)
+	if handleErr != nil {
+		attempts := b.noteFailure(stored.Seq)
+		if IsTransient(handleErr) || (attempts < maxPermanentTries && !isPermanent(handleErr)) {
+			return handleErr
+		}
+		log.Err(handleErr).Int("attempts", attempts).Msg("Giving up on event")
+		turn = &Turn{Event: evt, Bot: b, Outcome: "failed"}
+		if evt.Type == event.EventMessage && evt.Sender != b.BotID() {
+			turn.Reply(fmt.Sprintf("⛔ Something went wrong handling this message; nothing was stored. "+
+				"Please try again or tell an admin (reference `%s`).", evt.ID))
+		}
+	}
+	b.forgetFailure(stored.Seq)
+	if turn.Outcome == "" {
+		turn.Outcome = "ignored"
+	}
+	err = b.Store.DB.DoTxn(ctx, nil, func(ctx context.Context) error {
+		for _, write := range turn.writes {
+			if err := write(ctx); err != nil {
+				return err
+			}
+		}
+		for _, out := range turn.out {
+			if _, err := b.Store.Outgoing.Add(ctx, out.roomID, out.evtType, out.content, evt.ID); err != nil {
+				return err
+			}
+		}
+		marked, err := b.Store.Inbox.MarkProcessed(ctx, stored.Seq, turn.Outcome)
+		if err != nil {
+			return err
+		} else if !marked {
+			return errAlreadyProcessed
+		}
+		return nil
+	})
+	if errors.Is(err, errAlreadyProcessed) {
+		log.Warn().Msg("Event was already processed, discarded the second result")
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("failed to store result of event %s: %w", evt.ID, err)
+	}
+	for _, out := range turn.out {
+		if out.roomID != stored.RoomID {
+			b.proc.wake(out.roomID)
+		}
+	}
+	log.Debug().Str("outcome", turn.Outcome).Msg("Processed event")
+	return nil
+}
+
+var errAlreadyProcessed = errors.New("event already processed")
+
+// handle dispatches an event; a panic in a handler becomes a permanent error.
+func (b *Bot) handle(ctx context.Context, turn *Turn) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			zerolog.Ctx(ctx).Error().Bytes("stack", debug.Stack()).Msg("Panic while handling event")
+			err = permanent(fmt.Errorf("panic: %v", r))
+		}
+	}()
+	evt := turn.Event
+	switch {
+	case evt.Type == event.StateMember && id.UserID(evt.GetStateKey()) == b.BotID():
+		return b.handleBotMembership(ctx, turn)
+	case evt.Sender == b.BotID():
+		return nil
+	case evt.Type == event.EventMessage && b.Handler != nil:
+		return b.Handler.HandleMessage(ctx, turn)
+	}
+	return nil
+}
+
+func parseEvent(raw []byte) (*event.Event, error) {
+	var evt event.Event
+	if err := json.Unmarshal(raw, &evt); err != nil {
+		return &evt, err
+	}
+	if evt.StateKey != nil {
+		evt.Type.Class = event.StateEventType
+	} else {
+		evt.Type.Class = event.MessageEventType
+	}
+	err := evt.Content.ParseRaw(evt.Type)
+	if errors.Is(err, event.ErrUnsupportedContentType) || errors.Is(err, event.ErrContentAlreadyParsed) {
+		err = nil
+	}
+	return &evt, err
+}
+
+// flush sends the room's queued messages in order. Each is sent with a transaction ID made from the database's
+// instance ID and the message's sequence number, so that resending after a crash is deduplicated by the homeserver.
+func (b *Bot) flush(ctx context.Context, roomID id.RoomID) error {
+	if holdSending {
+		return nil
+	}
+	for {
+		pending, err := b.Store.Outgoing.Pending(ctx, roomID, pendingBatch)
+		if err != nil {
+			return err
+		}
+		if len(pending) == 0 {
+			return nil
+		}
+		for _, out := range pending {
+			if err = b.sendOutgoing(ctx, out); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (b *Bot) sendOutgoing(ctx context.Context, out *store.Outgoing) error {
+	log := zerolog.Ctx(ctx).With().Int64("outgoing_seq", out.Seq).Logger()
+	txnID := fmt.Sprintf("caseroom.%s.%d", b.Store.InstanceID, out.Seq)
+	resp, err := b.AS.BotIntent().SendMessageEvent(ctx, out.RoomID, out.Type, out.Content, mautrix.ReqSendEvent{TransactionID: txnID})
+	if err == nil {
+		return b.Store.Outgoing.MarkSent(ctx, out.Seq, resp.EventID)
+	}
+	if IsTransient(err) {
+		_ = b.Store.Outgoing.MarkAttempt(ctx, out.Seq, errorCode(err))
+		return fmt.Errorf("failed to send %s: %w", out.Type.Type, err)
+	}
+	log.Err(err).Str("type", out.Type.Type).Msg("Homeserver refused message, giving up on it")
+	return b.Store.Outgoing.MarkFailed(ctx, out.Seq, errorCode(err))
+}
+
+func (b *Bot) noteFailure(seq int64) int {
+	b.failMu.Lock()
+	defer b.failMu.Unlock()
+	if b.failures == nil {
+		b.failures = make(map[int64]int)
+	}
+	b.failures[seq]++
+	return b.failures[seq]
+}
+
+func (b *Bot) forgetFailure(seq int64) {
+	b.failMu.Lock()
+	delete(b.failures, seq)
+	b.failMu.Unlock()
+}

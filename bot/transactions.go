@@ -1,0 +1,148 @@
+package bot
+
+import (
+	"cmp"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/exhttp"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/caseroom/caseroom/store"
+)
+
+// DefaultMaxBodyBytes limits a transaction request body when the config sets no limit.
+const DefaultMaxBodyBytes = 10 << 20
+
+// transaction is the part of an appservice transaction the bot stores. Events stay raw: they are parsed when
+// processed, so nothing the homeserver sent is lost to a parsing mistake.
+type transaction struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+// eventHeader is what the inbox needs to know of an event before storing it.
+type eventHeader struct {
+	ID       id.EventID `json:"event_id"`
+	RoomID   id.RoomID  `json:"room_id"`
+	Sender   id.UserID  `json:"sender"`
+	Type     string     `json:"type"`
+	OriginTS int64      `json:"origin_server_ts"`
+	StateKey *string    `json:"state_key"`
+}
+
+func (b *Bot) listen() error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", b.putTransaction)
+	mux.Handle("/", b.AS.Router)
+	listener, err := net.Listen("tcp", b.Config.Appservice.Listen)
+	if err != nil {
+		return fmt.Errorf("failed to listen on %s: %w", b.Config.Appservice.Listen, err)
+	}
+	b.listener = listener
+	b.server = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := b.server.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			b.Log.Error().Err(err).Msg("HTTP listener failed")
+		}
+	}()
+	return nil
+}
+
+// checkHSToken answers 401 when the homeserver sent no token and 403 when the token is wrong (compared in constant
+// time), as the application service API requires.
+func (b *Bot) checkHSToken(w http.ResponseWriter, r *http.Request) bool {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		token = r.URL.Query().Get("access_token") // older homeservers send the token as a query parameter
+	}
+	if token == "" {
+		mautrix.RespError{ErrCode: "M_UNAUTHORIZED", StatusCode: http.StatusUnauthorized, Err: "Missing homeserver token"}.Write(w)
+		return false
+	}
+	if subtle.ConstantTimeCompare([]byte(token), []byte(b.AS.Registration.ServerToken)) != 1 {
+		mautrix.MForbidden.WithMessage("Invalid homeserver token").Write(w)
+		return false
+	}
+	return true
+}
+
+// putTransaction stores every event of a transaction in the inbox and only then acknowledges it. A replayed
+// transaction, or the same events under a new transaction ID, store nothing new.
+func (b *Bot) putTransaction(w http.ResponseWriter, r *http.Request) {
+	if !b.checkHSToken(w, r) {
+		return
+	}
+	txnID := r.PathValue("txnID")
+	log := b.Log.With().Str("transaction_id", txnID).Logger()
+	limit := b.Config.Appservice.MaxBodyBytes
+	if limit <= 0 {
+		limit = DefaultMaxBodyBytes
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		log.Warn().Int64("limit", limit).Msg("Rejected oversized transaction")
+		mautrix.MTooLarge.WithMessage("Transaction body is larger than %d bytes", limit).Write(w)
+		return
+	} else if err != nil {
+		mautrix.MUnknown.WithMessage("Failed to read transaction body").Write(w)
+		return
+	}
+	var txn transaction
+	if err = json.Unmarshal(body, &txn); err != nil {
+		log.Warn().Err(err).Msg("Rejected malformed transaction")
+		mautrix.MNotJSON.WithMessage("Transaction body is not valid JSON: %v", err).Write(w)
+		return
+	}
+	events := b.inboxEvents(log, txn.Events)
+	rooms, err := b.Store.Inbox.Add(r.Context(), events)
+	if err != nil {
+		// Not acknowledged: the homeserver will send the transaction again.
+		log.Err(err).Msg("Failed to store transaction")
+		mautrix.MUnknown.WithMessage("Failed to store transaction").Write(w)
+		return
+	}
+	exhttp.WriteEmptyJSONResponse(w, http.StatusOK)
+	log.Debug().Int("events", len(txn.Events)).Int("stored", len(events)).Msg("Stored transaction")
+	for _, roomID := range rooms {
+		b.proc.wake(roomID)
+	}
+}
+
+// inboxEvents picks the events the bot must process: everything in a room except the bot's own messages (its own
+// state events are kept: they tell it which rooms it is in). Events are ordered by origin timestamp, since a
+// homeserver that re-forms a failed batch may change their order. An entry that is not a room event is logged and
+// skipped: rejecting the whole transaction would make the homeserver resend it forever.
+func (b *Bot) inboxEvents(log zerolog.Logger, raw []json.RawMessage) []*store.InboxEvent {
+	now := time.Now()
+	botID := b.BotID()
+	events := make([]*store.InboxEvent, 0, len(raw))
+	for i, data := range raw {
+		var hdr eventHeader
+		if err := json.Unmarshal(data, &hdr); err != nil || hdr.ID == "" || hdr.RoomID == "" || hdr.Sender == "" || hdr.Type == "" {
+			log.Warn().Int("index", i).Msg("Skipped transaction entry that is not a room event")
+			continue
+		}
+		if hdr.Sender == botID && hdr.StateKey == nil {
+			continue
+		}
+		events = append(events, &store.InboxEvent{
+			EventID: hdr.ID, RoomID: hdr.RoomID, Sender: hdr.Sender, Type: hdr.Type,
+			OriginTS: hdr.OriginTS, Raw: data, ReceivedAt: now,
+		})
+	}
+	slices.SortStableFunc(events, func(a, b *store.InboxEvent) int {
+		return cmp.Compare(a.OriginTS, b.OriginTS)
+	})
+	return events
+}

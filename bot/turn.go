@@ -1,0 +1,69 @@
+package bot
+
+import (
+	"context"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/format"
+	"maunium.net/go/mautrix/id"
+)
+
+// Turn is the processing of one inbox event. Handlers read what they need, make idempotent Matrix calls, and
+// queue their database writes and messages on the turn; the processor then stores all of them in one database
+// transaction together with the event's processed mark, so they take effect exactly once.
+type Turn struct {
+	Event *event.Event
+	Bot   *Bot
+
+	// Outcome is a short, PHI-free word for the audit trail and logs (e.g. "replied", "refused").
+	Outcome string
+
+	writes []func(ctx context.Context) error
+	out    []queuedEvent
+}
+
+type queuedEvent struct {
+	roomID  id.RoomID
+	evtType event.Type
+	content any
+}
+
+// Write queues a database write to run inside the turn's transaction. A write may itself queue messages.
+func (t *Turn) Write(fn func(ctx context.Context) error) {
+	t.writes = append(t.writes, fn)
+}
+
+// Send queues an event to be sent once the turn is stored.
+func (t *Turn) Send(roomID id.RoomID, evtType event.Type, content any) {
+	t.out = append(t.out, queuedEvent{roomID: roomID, evtType: evtType, content: content})
+}
+
+// Reply queues an m.notice reply to the turn's event. markdown is rendered; callers must escape user text in it
+// (format.EscapeMarkdown, format.SafeMarkdownCode).
+func (t *Turn) Reply(markdown string) {
+	content := format.RenderMarkdown(markdown, true, false)
+	t.ReplyContent(&content)
+}
+
+// ReplyContent queues a prepared message as a reply to the turn's event, in the event's thread if it has one.
+func (t *Turn) ReplyContent(content *event.MessageEventContent) {
+	if content.MsgType == "" || content.MsgType == event.MsgText {
+		content.MsgType = event.MsgNotice
+	}
+	if content.Mentions == nil {
+		content.Mentions = &event.Mentions{}
+	}
+	if relatable, ok := t.Event.Content.Parsed.(event.Relatable); ok && relatable.OptionalGetRelatesTo().GetThreadParent() != "" {
+		content.SetThread(t.Event)
+	} else {
+		content.SetReply(t.Event)
+	}
+	t.Send(t.Event.RoomID, event.EventMessage, content)
+}
+
+// React queues a reaction (e.g. ✅ or ⛔) to the turn's event.
+func (t *Turn) React(key string) {
+	t.Send(t.Event.RoomID, event.EventReaction, &event.ReactionEventContent{
+		RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: t.Event.ID, Key: key},
+	})
+}

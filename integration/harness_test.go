@@ -1,0 +1,474 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.mau.fi/util/random"
+	"gopkg.in/yaml.v3"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/caseroom/caseroom/internal/dendrite"
+	"github.com/caseroom/caseroom/internal/testdb"
+
+	_ "github.com/mattn/go-sqlite3" // inspect the bot database
+)
+
+// world is what every test of the package shares: the caseroom binary, two federating Dendrites (the bot lives on
+// A; B is another clinic's server that is not allowed by default) and the bot's registration on A.
+type world struct {
+	binary   string
+	dir      string
+	hsA, hsB *dendrite.Server
+	botPort  int
+	reg      *appservice.Registration
+	baseCfg  []byte // config with the generated secrets
+}
+
+var (
+	theWorld    *world
+	theWorldErr error
+	worldOnce   sync.Once
+	worldDir    string
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	worldDir, err = os.MkdirTemp("", "caseroom-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if theWorld != nil {
+		theWorld.hsA.Stop()
+		theWorld.hsB.Stop()
+	}
+	if code == 0 {
+		_ = os.RemoveAll(worldDir)
+	} else {
+		fmt.Fprintf(os.Stderr, "integration test files kept in %s\n", worldDir)
+	}
+	os.Exit(code)
+}
+
+// getWorld starts the shared components once.
+func getWorld(t *testing.T) *world {
+	t.Helper()
+	worldOnce.Do(func() {
+		theWorld, theWorldErr = startWorld(worldDir)
+	})
+	if theWorldErr != nil {
+		testdb.Unavailable(t, theWorldErr)
+	}
+	return theWorld
+}
+
+func startWorld(dir string) (*world, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	w := &world{dir: dir, binary: filepath.Join(dir, "caseroom")}
+	build := exec.CommandContext(ctx, "go", "build", "-tags", "caseroomtest", "-o", w.binary, "../cmd/caseroom")
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("failed to build caseroom: %v\n%s", err, out)
+	}
+	bins, err := dendrite.EnsureBinaries(ctx, mustToolsDir())
+	if err != nil {
+		return nil, err
+	}
+	portA, err := dendrite.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	if w.botPort, err = dendrite.FreePort(); err != nil {
+		return nil, err
+	}
+	domainA := fmt.Sprintf("localhost:%d", portA)
+
+	// The bot's config and registration, made the way an operator makes them: edit the example, run caseroom -g.
+	cfgPath := filepath.Join(dir, "base-config.yaml")
+	regPath := filepath.Join(dir, "registration.yaml")
+	if err = os.WriteFile(cfgPath, botConfig(domainA, "http://unused", w.botPort, dir, nil), 0o600); err != nil {
+		return nil, err
+	}
+	if out, err := exec.CommandContext(ctx, w.binary, "-g", "-c", cfgPath, "-r", regPath).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("caseroom -g failed: %v\n%s", err, out)
+	}
+	if w.reg, err = appservice.LoadRegistration(regPath); err != nil {
+		return nil, err
+	}
+	if w.baseCfg, err = os.ReadFile(cfgPath); err != nil {
+		return nil, err
+	}
+
+	var wg sync.WaitGroup
+	var errA, errB error
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		w.hsA, errA = dendrite.Start(ctx, dendrite.Options{
+			Dir: filepath.Join(dir, "hs-a"), Federation: true, HTTPSAddr: fmt.Sprintf("127.0.0.1:%d", portA),
+			AppServiceRegistrations: []string{regPath}, PersistentJetStream: true, Binaries: bins,
+		})
+	}()
+	go func() {
+		defer wg.Done()
+		w.hsB, errB = dendrite.Start(ctx, dendrite.Options{Dir: filepath.Join(dir, "hs-b"), Federation: true, Binaries: bins})
+	}()
+	wg.Wait()
+	if errA != nil || errB != nil {
+		if w.hsA != nil {
+			w.hsA.Stop()
+		}
+		if w.hsB != nil {
+			w.hsB.Stop()
+		}
+		return nil, fmt.Errorf("failed to start homeservers: %v %v", errA, errB)
+	}
+	if w.hsA.ServerName != domainA {
+		return nil, fmt.Errorf("homeserver A is %s, expected %s", w.hsA.ServerName, domainA)
+	}
+	return w, nil
+}
+
+func mustToolsDir() string {
+	dir, err := dendrite.DefaultToolsDir()
+	if err != nil {
+		panic(err)
+	}
+	return dir
+}
+
+// botConfig is a caseroom config for the test homeserver; extra keys are merged over it.
+func botConfig(domain, hsURL string, port int, dataDir string, extra map[string]any) []byte {
+	cfg := map[string]any{
+		"homeserver": map[string]any{"url": hsURL, "domain": domain},
+		"appservice": map[string]any{
+			"address": fmt.Sprintf("http://127.0.0.1:%d", port), "listen": fmt.Sprintf("127.0.0.1:%d", port),
+			"as_token": "generate", "hs_token": "generate",
+		},
+		"database": map[string]any{"type": "sqlite3-fk-wal", "uri": "file:caseroom.db?_txlock=immediate"},
+		"data_dir": dataDir,
+		"admins":   []string{"@admin:" + domain},
+		"logging":  map[string]any{"level": "debug", "format": "json"},
+		"encryption": map[string]any{
+			"pickle_key": "generate",
+		},
+	}
+	for k, v := range extra {
+		if sub, ok := v.(map[string]any); ok {
+			if base, ok := cfg[k].(map[string]any); ok {
+				for sk, sv := range sub {
+					base[sk] = sv
+				}
+				continue
+			}
+		}
+		cfg[k] = v
+	}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		panic(err)
+	}
+	return out
+}
+
+// botProcess is one run of the caseroom binary.
+type botProcess struct {
+	t       *testing.T
+	w       *world
+	dir     string
+	cfgPath string
+	env     []string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	log     *bytes.Buffer
+	logMu   *sync.Mutex
+}
+
+// startBot runs caseroom against homeserver A with a fresh database in its own directory. extra config keys are
+// merged over the defaults; env adds environment variables (fault injection).
+func startBot(t *testing.T, extra map[string]any, env ...string) *botProcess {
+	t.Helper()
+	w := getWorld(t)
+	dir := t.TempDir()
+	var base map[string]any
+	if err := yaml.Unmarshal(w.baseCfg, &base); err != nil {
+		t.Fatal(err)
+	}
+	merged := map[string]any{
+		"appservice": map[string]any{"as_token": w.reg.AppToken, "hs_token": w.reg.ServerToken},
+		"encryption": map[string]any{"pickle_key": base["encryption"].(map[string]any)["pickle_key"]},
+	}
+	for k, v := range extra {
+		if sub, ok := v.(map[string]any); ok {
+			if m, ok := merged[k].(map[string]any); ok {
+				for sk, sv := range sub {
+					m[sk] = sv
+				}
+				continue
+			}
+		}
+		merged[k] = v
+	}
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, botConfig(w.hsA.ServerName, w.hsA.URL, w.botPort, dir, merged), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := &botProcess{t: t, w: w, dir: dir, cfgPath: cfgPath, log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
+	b.start(env...)
+	t.Cleanup(func() {
+		b.stop()
+		if t.Failed() {
+			t.Logf("caseroom log:\n%s", b.Log())
+		}
+	})
+	return b
+}
+
+type lockedWriter struct {
+	mu  *sync.Mutex
+	buf *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// start runs the binary and waits until it is ready.
+func (b *botProcess) start(env ...string) {
+	b.t.Helper()
+	b.env = env
+	b.cmd = exec.Command(b.w.binary, "-c", b.cfgPath, "-r", filepath.Join(b.w.dir, "registration.yaml"))
+	b.cmd.Env = append(os.Environ(), env...)
+	b.cmd.Stdout = lockedWriter{b.logMu, b.log}
+	b.cmd.Stderr = lockedWriter{b.logMu, b.log}
+	b.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := b.cmd.Start(); err != nil {
+		b.t.Fatalf("failed to start caseroom: %v", err)
+	}
+	b.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) {
+		_ = cmd.Wait()
+		close(done)
+	}(b.cmd, b.done)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-b.done:
+			b.t.Fatalf("caseroom exited during start-up (code %d):\n%s", b.cmd.ProcessState.ExitCode(), b.Log())
+		default:
+		}
+		resp, err := http.Get(b.URL() + "/_matrix/mau/ready")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.t.Fatalf("caseroom did not become ready within 30 s:\n%s", b.Log())
+}
+
+// URL is the bot's appservice endpoint.
+func (b *botProcess) URL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d", b.w.botPort)
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (b *botProcess) stop() {
+	if b.cmd == nil || b.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-b.done:
+		return
+	default:
+	}
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.done:
+	case <-time.After(15 * time.Second):
+		_ = b.cmd.Process.Kill()
+		<-b.done
+		b.t.Errorf("caseroom did not stop within 15 s of SIGTERM")
+	}
+}
+
+// kill sends SIGKILL: no chance to clean up.
+func (b *botProcess) kill() {
+	_ = b.cmd.Process.Kill()
+	<-b.done
+}
+
+// Log is everything the process printed so far.
+func (b *botProcess) Log() string {
+	b.logMu.Lock()
+	defer b.logMu.Unlock()
+	return b.log.String()
+}
+
+// db opens the bot's SQLite database for inspection.
+func (b *botProcess) db() *sql.DB {
+	b.t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(b.dir, "caseroom.db")+"?mode=ro&_busy_timeout=5000")
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// user is a real Matrix client with a /sync loop that records what it sees.
+type user struct {
+	*mautrix.Client
+	t      *testing.T
+	mu     sync.Mutex
+	events []*event.Event
+	since  string
+	cancel context.CancelFunc
+}
+
+// newUser registers a fresh account on hs and starts syncing.
+func newUser(t *testing.T, hs *dendrite.Server, name string) *user {
+	t.Helper()
+	localpart := strings.ToLower(name + "_" + random.String(6))
+	cli, err := hs.RegisterUser(context.Background(), localpart, random.String(16), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &user{Client: cli, t: t}
+	ctx, cancel := context.WithCancel(context.Background())
+	u.cancel = cancel
+	// Initial sync so that later waits only see new events.
+	resp, err := cli.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.since = resp.NextBatch
+	done := make(chan struct{})
+	go u.syncLoop(ctx, done)
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return u
+}
+
+func (u *user) syncLoop(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	for ctx.Err() == nil {
+		resp, err := u.SyncRequest(ctx, 1000, u.since, "", false, "")
+		if err != nil {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		u.mu.Lock()
+		for roomID, room := range resp.Rooms.Join {
+			for _, evt := range room.Timeline.Events {
+				evt.RoomID = roomID
+				evt.Type.Class = event.MessageEventType
+				if evt.StateKey != nil {
+					evt.Type.Class = event.StateEventType
+				}
+				_ = evt.Content.ParseRaw(evt.Type)
+				u.events = append(u.events, evt)
+			}
+		}
+		for roomID, room := range resp.Rooms.Invite {
+			for _, evt := range room.State.Events {
+				evt.RoomID = roomID
+				evt.Type.Class = event.StateEventType
+				_ = evt.Content.ParseRaw(evt.Type)
+				u.events = append(u.events, evt)
+			}
+		}
+		u.since = resp.NextBatch
+		u.mu.Unlock()
+	}
+}
+
+// waitFor returns the first event seen (since the user was made) that matches, failing the test after timeout.
+func (u *user) waitFor(timeout time.Duration, what string, match func(*event.Event) bool) *event.Event {
+	u.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if evts := u.matching(match); len(evts) > 0 {
+			return evts[0]
+		}
+		if time.Now().After(deadline) {
+			u.t.Fatalf("%s did not see %s within %s", u.UserID, what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// matching lists the events seen so far that match.
+func (u *user) matching(match func(*event.Event) bool) []*event.Event {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var out []*event.Event
+	for _, evt := range u.events {
+		if match(evt) {
+			out = append(out, evt)
+		}
+	}
+	return out
+}
+
+// send sends a text message and returns its event ID.
+func (u *user) send(roomID id.RoomID, text string) id.EventID {
+	u.t.Helper()
+	resp, err := u.SendText(context.Background(), roomID, text)
+	if err != nil {
+		u.t.Fatalf("failed to send message: %v", err)
+	}
+	return resp.EventID
+}
+
+// replyTo matches the bot's notices that reply to eventID.
+func replyTo(bot id.UserID, eventID id.EventID) func(*event.Event) bool {
+	return func(evt *event.Event) bool {
+		if evt.Sender != bot || evt.Type != event.EventMessage {
+			return false
+		}
+		content := evt.Content.AsMessage()
+		return content.MsgType == event.MsgNotice && content.RelatesTo.GetReplyTo() == eventID
+	}
+}
+
+// botMembership matches the bot's own membership event in a room.
+func botMembership(bot id.UserID, roomID id.RoomID, membership event.Membership) func(*event.Event) bool {
+	return func(evt *event.Event) bool {
+		return evt.RoomID == roomID && evt.Type == event.StateMember && evt.GetStateKey() == bot.String() &&
+			evt.Content.AsMember().Membership == membership
+	}
+}
+
+// roomWithBot creates a room, invites the bot and waits until it has joined.
+func roomWithBot(t *testing.T, u *user, bot id.UserID) id.RoomID {
+	t.Helper()
+	resp, err := u.CreateRoom(context.Background(), &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bot}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.waitFor(30*time.Second, "the bot join", botMembership(bot, resp.RoomID, event.MembershipJoin))
+	return resp.RoomID
+}

@@ -1,0 +1,105 @@
+// Package store is caseroom's persistence: the SQLite or PostgreSQL database, its migrations, the durable inbox of
+// homeserver events and the queue of outgoing Matrix messages.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+	_ "go.mau.fi/util/dbutil/litestream" // registers the sqlite3-fk-wal driver
+	"go.mau.fi/util/random"
+
+	_ "github.com/lib/pq" // registers the postgres driver
+)
+
+//go:embed upgrades/*.sql
+var upgrades embed.FS
+
+var upgradeTable = dbutil.BuildUpgradeTable().WithFSPath(upgrades, "upgrades").Finish()
+
+// Config says which database to open.
+type Config struct {
+	Type         string // sqlite3-fk-wal or postgres
+	URI          string
+	MaxOpenConns int
+	MaxIdleConns int
+}
+
+// Store is the open database with one query type per table.
+type Store struct {
+	DB       *dbutil.Database
+	Inbox    *InboxQuery
+	Outgoing *OutgoingQuery
+
+	// InstanceID is a random id made when the database was created; it keeps outgoing transaction IDs unique
+	// even when a homeserver has seen an earlier database of the same bot.
+	InstanceID string
+}
+
+// Open opens the database, upgrades it to the latest schema and loads the instance id.
+func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*Store, error) {
+	maxOpen := cfg.MaxOpenConns
+	if maxOpen <= 0 {
+		maxOpen = 5
+	}
+	db, err := dbutil.NewFromConfig("caseroom", dbutil.Config{
+		PoolConfig: dbutil.PoolConfig{
+			Type:         cfg.Type,
+			URI:          cfg.URI,
+			MaxOpenConns: maxOpen,
+			MaxIdleConns: cfg.MaxIdleConns,
+		},
+	}, dbutil.ZeroLogger(log.With().Str("db_section", "main").Logger()))
+	if err != nil {
+		return nil, fmt.Errorf("failed to open %s database: %w", cfg.Type, err)
+	}
+	db.UpgradeTable = upgradeTable
+	if err = db.RawDB.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("failed to connect to %s database: %w", cfg.Type, err)
+	}
+	if err = db.Upgrade(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("failed to upgrade database: %w", err)
+	}
+	st := &Store{DB: db}
+	st.Inbox = &InboxQuery{db: db}
+	st.Outgoing = &OutgoingQuery{db: db}
+	if st.InstanceID, err = loadInstanceID(ctx, db); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	return s.DB.Close()
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.DB.RawDB.PingContext(ctx)
+}
+
+func loadInstanceID(ctx context.Context, db *dbutil.Database) (string, error) {
+	var instanceID string
+	err := db.QueryRow(ctx, "SELECT id FROM instance LIMIT 1").Scan(&instanceID)
+	if errors.Is(err, sql.ErrNoRows) {
+		instanceID = random.String(10)
+		_, err = db.Exec(ctx, "INSERT INTO instance (id, created_at) VALUES ($1, $2)", instanceID, time.Now().UnixMilli())
+		if err != nil {
+			return "", fmt.Errorf("failed to store instance id: %w", err)
+		}
+		return instanceID, nil
+	} else if err != nil {
+		return "", fmt.Errorf("failed to load instance id: %w", err)
+	}
+	return instanceID, nil
+}
