@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caseroom/caseroom/internal/dendrite"
+	"github.com/caseroom/caseroom/internal/testdb"
+)
+
+// lockedBuffer collects the output of a run, which caseroom-dev and caseroom write concurrently.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startDev runs the development setup in dir until the test ends (or the returned stop is called) and returns it
+// once it is ready.
+func startDev(t *testing.T, dir string) (s *setup, stop func()) {
+	t.Helper()
+	root, err := findProjectRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &lockedBuffer{}
+	ready := make(chan *setup, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, options{
+			Dir:         dir,
+			Port:        0, // a free port: 8008 may be taken by a developer's own `make run`
+			ProjectRoot: root,
+			Stdout:      out,
+			Stderr:      out,
+			Ready:       func(s *setup) { ready <- s },
+		})
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("run returned %v after cancel; output:\n%s", err, out.String())
+				}
+			case <-time.After(20 * time.Second):
+				t.Errorf("run did not return within 20 s of cancel; output:\n%s", out.String())
+			}
+		})
+	}
+	t.Cleanup(stop)
+
+	select {
+	case s = <-ready:
+	case err := <-done:
+		t.Fatalf("run returned before ready: %v; output:\n%s", err, out.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("not ready within 30 s; output:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "type !ping") {
+		t.Errorf("the welcome message with Element instructions was not printed; output:\n%s", out.String())
+	}
+	return s, stop
+}
+
+// loginAs logs in as the demo account localpart with the password the setup reports, and checks whoami.
+func loginAs(t *testing.T, s *setup, localpart string) (password string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, a := range s.Accounts {
+		if a.Localpart != localpart {
+			continue
+		}
+		cli, err := s.Homeserver.Login(ctx, a.Localpart, a.Password)
+		if err != nil {
+			t.Fatalf("login with the printed password: %v", err)
+		}
+		resp, err := cli.Whoami(ctx)
+		if err != nil || resp.UserID != a.UserID || a.UserID != s.Homeserver.UserID(localpart) {
+			t.Fatalf("whoami = %+v, %v; want %s", resp, err, s.Homeserver.UserID(localpart))
+		}
+		return a.Password
+	}
+	t.Fatalf("no demo account %s in %+v", localpart, s.Accounts)
+	return ""
+}
+
+func TestRunTwiceReusesEverything(t *testing.T) {
+	// The binaries are shared with the other packages' tests; installing them is the one thing allowed to be slow.
+	installCtx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	toolsDir, err := dendrite.DefaultToolsDir()
+	if err == nil {
+		_, err = dendrite.EnsureBinaries(installCtx, toolsDir)
+	}
+	if err != nil {
+		testdb.Unavailable(t, err)
+	}
+	dir := t.TempDir()
+
+	first, stop := startDev(t, dir)
+	if !strings.HasPrefix(first.Homeserver.ServerName, "localhost:") ||
+		first.HomeserverURL != "http://"+first.Homeserver.ServerName {
+		t.Fatalf("server name %q and client URL %q do not match", first.Homeserver.ServerName, first.HomeserverURL)
+	}
+	if first.Bot != first.Homeserver.UserID("caseroom") {
+		t.Fatalf("bot = %s", first.Bot)
+	}
+	if len(first.Accounts) != 3 {
+		t.Fatalf("accounts = %+v, want admin, dr.demo and pat.demo", first.Accounts)
+	}
+	password := loginAs(t, first, "dr.demo")
+	loginAs(t, first, "admin")
+	info, err := os.Stat(filepath.Join(dir, accountsFile))
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("%s: %v, mode %v; want mode 0600", accountsFile, err, info.Mode().Perm())
+	}
+	keep := map[string][]byte{}
+	for _, name := range []string{portsFile, accountsFile, configFile, registrationFile} {
+		if keep[name], err = os.ReadFile(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var p ports
+	if err = json.Unmarshal(keep[portsFile], &p); err != nil || first.HomeserverURL != "http://localhost:"+strconv.Itoa(p.Homeserver) {
+		t.Fatalf("%s = %s (%v), but the homeserver is %s", portsFile, keep[portsFile], err, first.HomeserverURL)
+	}
+	stop()
+
+	second, _ := startDev(t, dir)
+	if second.HomeserverURL != first.HomeserverURL || second.Homeserver.ServerName != first.Homeserver.ServerName {
+		t.Fatalf("second run serves %s (%s), first served %s (%s)", second.HomeserverURL, second.Homeserver.ServerName,
+			first.HomeserverURL, first.Homeserver.ServerName)
+	}
+	if got := loginAs(t, second, "dr.demo"); got != password {
+		t.Fatalf("dr.demo's password changed between runs")
+	}
+	loginAs(t, second, "pat.demo")
+	for name, before := range keep {
+		after, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || !bytes.Equal(before, after) {
+			t.Errorf("%s changed on the second run (%v)", name, err)
+		}
+	}
+}
+
+func TestFirstConfigIsTheExampleWithDevValues(t *testing.T) {
+	dir := t.TempDir()
+	dataDir := filepath.Join(dir, "dev data", caseroomDataDir) // a space must survive the YAML edit
+	p := ports{Homeserver: 8448, Appservice: 29351}
+	cfg, err := ensureConfig(dir, p, "localhost:8448", func(string, ...any) {})
+	if err != nil {
+		t.Fatalf("ensureConfig: %v", err)
+	}
+	// ensureConfig puts the data under dir; check the edit with an awkward path directly as well.
+	if _, err = devConfig(p, "localhost:8448", dataDir); err != nil {
+		t.Fatalf("devConfig with data_dir %q: %v", dataDir, err)
+	}
+	var admins []string
+	for _, admin := range cfg.Admins {
+		admins = append(admins, admin.String())
+	}
+	tests := []struct {
+		name, got, want string
+	}{
+		{"homeserver.url", cfg.Homeserver.URL, "http://127.0.0.1:8448"},
+		{"homeserver.domain", cfg.Homeserver.Domain, "localhost:8448"},
+		{"appservice.address", cfg.Appservice.Address, "http://127.0.0.1:29351"},
+		{"appservice.listen", cfg.Appservice.Listen, "127.0.0.1:29351"},
+		{"data_dir", cfg.DataDir, filepath.Join(dir, caseroomDataDir)},
+		{"admins", strings.Join(admins, ","), "@admin:localhost:8448"},
+		{"logging.format", cfg.Logging.Format, "pretty"},
+		{"logging.level", cfg.Logging.Level, "info"},
+		{"database.type", cfg.Database.Type, "sqlite3-fk-wal"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.got != tt.want {
+				t.Fatalf("%s = %q, want %q", tt.name, tt.got, tt.want)
+			}
+		})
+	}
+	data, err := os.ReadFile(filepath.Join(dir, configFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "# Full Matrix user IDs (@user:server) of the bot administrators.") {
+		t.Errorf("the example's comments were lost:\n%s", data)
+	}
+	reg, err := os.ReadFile(filepath.Join(dir, registrationFile))
+	if err != nil || !strings.Contains(string(reg), cfg.Appservice.HSToken) || !strings.Contains(string(reg), "url: http://127.0.0.1:29351") {
+		t.Errorf("registration does not match the config (%v):\n%s", err, reg)
+	}
+
+	// A later call keeps both files as they are.
+	again, err := ensureConfig(dir, p, "localhost:8448", func(string, ...any) {})
+	if err != nil || again.Appservice.ASToken != cfg.Appservice.ASToken {
+		t.Fatalf("second ensureConfig: %v, tokens kept: %v", err, err == nil && again.Appservice.ASToken == cfg.Appservice.ASToken)
+	}
+	// A config for another homeserver is refused with a message naming the file.
+	if _, err = ensureConfig(dir, ports{Homeserver: 9999, Appservice: 29351}, "localhost:9999", func(string, ...any) {}); err == nil ||
+		!strings.Contains(err.Error(), configFile) {
+		t.Fatalf("ensureConfig for another homeserver = %v, want an error naming %s", err, configFile)
+	}
+}
