@@ -1,5 +1,5 @@
 // Package bot is caseroom's Matrix side: the appservice HTTP endpoint, the durable inbox, ordered per-room
-// processing, membership (invites, kicks) and sending.
+// processing, membership (invites, kicks), sending, and end-to-end encryption (built with -tags goolm).
 package bot
 
 import (
@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event/cmdschema"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/sqlstatestore"
 
@@ -28,6 +29,12 @@ type MessageHandler interface {
 	HandleMessage(ctx context.Context, turn *Turn) error
 }
 
+// MembershipHandler is told about membership changes in the bot's rooms (the bot's own too, after the bot has
+// joined or noted its removal), so that what the database says about rooms follows what happens in them.
+type MembershipHandler interface {
+	HandleMembership(ctx context.Context, turn *Turn) error
+}
+
 // Bot is a running caseroom appservice.
 type Bot struct {
 	Config  *config.Config
@@ -36,8 +43,12 @@ type Bot struct {
 	Handler MessageHandler
 	Log     zerolog.Logger
 	Started time.Time
+	Version string
+	// CommandSpecs are the MSC4391 command descriptions published in the rooms the bot creates or joins.
+	CommandSpecs []*cmdschema.EventContent
 
 	stateStore *sqlstatestore.SQLStateStore
+	e2ee       encryption // nil without end-to-end encryption
 	proc       *processor
 	server     *http.Server
 	listener   net.Listener
@@ -70,7 +81,8 @@ func New(cfg *config.Config, st *store.Store, log zerolog.Logger) (*Bot, error) 
 var ErrHomeserver = errors.New("homeserver not usable")
 
 // Start upgrades the state store, starts the HTTP listener (so that the homeserver can deliver while the bot is
-// still starting), checks the homeserver, registers the bot user, and resumes processing what the inbox holds.
+// still starting), checks the homeserver, registers the bot user, sets up its encryption device, and resumes
+// processing what the inbox holds.
 func (b *Bot) Start(ctx context.Context) error {
 	b.Started = time.Now()
 	b.ctx, b.stop = context.WithCancel(context.WithoutCancel(ctx))
@@ -84,6 +96,9 @@ func (b *Bot) Start(ctx context.Context) error {
 	b.AS.Live = true
 	if err := b.connectHomeserver(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ErrHomeserver, err)
+	}
+	if err := b.startEncryption(ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrEncryption, err)
 	}
 	if err := b.proc.resume(b.ctx); err != nil {
 		return fmt.Errorf("failed to resume processing: %w", err)
@@ -134,7 +149,8 @@ func (b *Bot) Addr() string {
 	return b.listener.Addr().String()
 }
 
-// Stop stops accepting transactions and waits for the room workers to finish what they are doing.
+// Stop stops accepting transactions and waits for the room workers and the encryption device's sync to finish what
+// they are doing.
 func (b *Bot) Stop() {
 	b.stopOnce.Do(func() {
 		b.AS.Ready = false
@@ -147,6 +163,9 @@ func (b *Bot) Stop() {
 			b.stop()
 		}
 		b.proc.wait()
+		if b.e2ee != nil {
+			b.e2ee.wait()
+		}
 	})
 }
 

@@ -18,7 +18,11 @@ func (b *Bot) handleBotMembership(ctx context.Context, turn *Turn) error {
 	switch content.Membership {
 	case event.MembershipInvite:
 		inviterServer := evt.Sender.Homeserver()
-		if !b.Config.AllowedServer(inviterServer) {
+		allowed, err := b.ServerAllowed(ctx, inviterServer)
+		if err != nil {
+			return err
+		}
+		if !allowed {
 			reason := fmt.Sprintf("caseroom only works with users of allowed homeservers; %s is not one of them", inviterServer)
 			if _, err := b.AS.BotIntent().LeaveRoom(ctx, evt.RoomID, &mautrix.ReqLeave{Reason: reason}); err != nil {
 				return fmt.Errorf("failed to decline invite: %w", err)
@@ -29,6 +33,15 @@ func (b *Bot) handleBotMembership(ctx context.Context, turn *Turn) error {
 		}
 		if _, err := b.AS.BotIntent().JoinRoomByID(ctx, evt.RoomID); err != nil {
 			return fmt.Errorf("failed to join room: %w", err)
+		}
+		// The room's earlier state (encryption, members) reaches the bot only this way; its replies, starting with
+		// the greeting below, are encrypted when the room is.
+		if _, err := b.AS.BotIntent().Client.State(ctx, evt.RoomID); err != nil {
+			log.Warn().Err(err).Msg("Failed to fetch room state after joining")
+		}
+		if err := b.PublishCommands(ctx, evt.RoomID); err != nil {
+			// Rooms where the bot may not send state events simply go without slash-command suggestions.
+			log.Debug().Err(err).Msg("Could not publish command descriptions")
 		}
 		log.Info().Msg("Joined room after invite")
 		turn.Outcome = "joined"

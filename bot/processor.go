@@ -31,6 +31,7 @@ type processor struct {
 	sem chan struct{}
 
 	mu      sync.Mutex
+	started bool // set by resume: until then events are only stored (the bot is still setting up, e.g. encryption)
 	workers map[id.RoomID]*roomWorker
 	wg      sync.WaitGroup
 }
@@ -44,8 +45,12 @@ func newProcessor(b *Bot) *processor {
 	return &processor{bot: b, sem: make(chan struct{}, maxRoomWorkers), workers: make(map[id.RoomID]*roomWorker)}
 }
 
-// resume wakes every room that has unprocessed events or unsent messages, e.g. after a crash.
+// resume starts processing: it wakes every room that has unprocessed events or unsent messages, e.g. after a crash
+// or stored while the bot was starting.
 func (p *processor) resume(ctx context.Context) error {
+	p.mu.Lock()
+	p.started = true // before listing the pending rooms, so that no room stored meanwhile is missed
+	p.mu.Unlock()
 	rooms, err := p.bot.Store.Inbox.PendingRooms(ctx)
 	if err != nil {
 		return err
@@ -67,7 +72,7 @@ func (p *processor) resume(ctx context.Context) error {
 func (p *processor) wake(roomID id.RoomID) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.bot.ctx == nil || p.bot.ctx.Err() != nil {
+	if !p.started || p.bot.ctx == nil || p.bot.ctx.Err() != nil {
 		return
 	}
 	if w, ok := p.workers[roomID]; ok {
@@ -172,6 +177,7 @@ func (b *Bot) process(ctx context.Context, stored *store.InboxEvent) error {
 		log.Warn().Err(err).Msg("Event content could not be parsed")
 	}
 	mautrix.UpdateStateStore(ctx, b.stateStore, evt)
+	b.trackEncryptionState(ctx, evt)
 	turn := &Turn{Event: evt, Bot: b}
 	handleErr := b.handle(ctx, turn)
 	if handleErr != nil {
@@ -180,8 +186,9 @@ func (b *Bot) process(ctx context.Context, stored *store.InboxEvent) error {
 			return handleErr
 		}
 		log.Err(handleErr).Int("attempts", attempts).Msg("Giving up on event")
-		turn = &Turn{Event: evt, Bot: b, Outcome: "failed"}
-		if evt.Type == event.EventMessage && evt.Sender != b.BotID() {
+		failed := turn.Event // decrypted, if the event was encrypted
+		turn = &Turn{Event: failed, Bot: b, Outcome: "failed"}
+		if (failed.Type == event.EventMessage || failed.Type == event.EventEncrypted) && failed.Sender != b.BotID() {
 			turn.Reply(fmt.Sprintf("⛔ Something went wrong handling this message; nothing was stored. "+
 				"Please try again or tell an admin (reference `%s`).", evt.ID))
 		}
@@ -191,8 +198,8 @@ func (b *Bot) process(ctx context.Context, stored *store.InboxEvent) error {
 		turn.Outcome = "ignored"
 	}
 	err = b.Store.DB.DoTxn(ctx, nil, func(ctx context.Context) error {
-		for _, write := range turn.writes {
-			if err := write(ctx); err != nil {
+		for i := 0; i < len(turn.writes); i++ { // a write may queue more writes (e.g. its audit entry)
+			if err := turn.writes[i](ctx); err != nil {
 				return err
 			}
 		}
@@ -236,10 +243,20 @@ func (b *Bot) handle(ctx context.Context, turn *Turn) (err error) {
 	}()
 	evt := turn.Event
 	switch {
-	case evt.Type == event.StateMember && id.UserID(evt.GetStateKey()) == b.BotID():
-		return b.handleBotMembership(ctx, turn)
+	case evt.Type == event.StateMember:
+		if id.UserID(evt.GetStateKey()) == b.BotID() {
+			if err := b.handleBotMembership(ctx, turn); err != nil {
+				return err
+			}
+		}
+		if mh, ok := b.Handler.(MembershipHandler); ok {
+			return mh.HandleMembership(ctx, turn)
+		}
+		return nil
 	case evt.Sender == b.BotID():
 		return nil
+	case evt.Type == event.EventEncrypted:
+		return b.handleEncrypted(ctx, turn)
 	case evt.Type == event.EventMessage && b.Handler != nil:
 		return b.Handler.HandleMessage(ctx, turn)
 	}
@@ -265,6 +282,7 @@ func parseEvent(raw []byte) (*event.Event, error) {
 
 // flush sends the room's queued messages in order. Each is sent with a transaction ID made from the database's
 // instance ID and the message's sequence number, so that resending after a crash is deduplicated by the homeserver.
+// With end-to-end encryption, messages are sent by the bot's device, which encrypts them for encrypted rooms.
 func (b *Bot) flush(ctx context.Context, roomID id.RoomID) error {
 	if holdSending {
 		return nil
@@ -288,11 +306,20 @@ func (b *Bot) flush(ctx context.Context, roomID id.RoomID) error {
 func (b *Bot) sendOutgoing(ctx context.Context, out *store.Outgoing) error {
 	log := zerolog.Ctx(ctx).With().Int64("outgoing_seq", out.Seq).Logger()
 	txnID := fmt.Sprintf("caseroom.%s.%d", b.Store.InstanceID, out.Seq)
-	resp, err := b.AS.BotIntent().SendMessageEvent(ctx, out.RoomID, out.Type, out.Content, mautrix.ReqSendEvent{TransactionID: txnID})
+	req := mautrix.ReqSendEvent{TransactionID: txnID}
+	var resp *mautrix.RespSendEvent
+	var err error
+	if b.e2ee != nil {
+		resp, err = b.e2ee.client().SendMessageEvent(ctx, out.RoomID, out.Type, out.Content, req)
+	} else {
+		resp, err = b.AS.BotIntent().SendMessageEvent(ctx, out.RoomID, out.Type, out.Content, req)
+	}
 	if err == nil {
 		return b.Store.Outgoing.MarkSent(ctx, out.Seq, resp.EventID)
 	}
-	if IsTransient(err) {
+	var httpErr mautrix.HTTPError
+	// An error without a homeserver answer that is not a network error (e.g. encrypting failed) gets a few tries.
+	if IsTransient(err) || (!errors.As(err, &httpErr) && out.Attempts+1 < maxPermanentTries) {
 		_ = b.Store.Outgoing.MarkAttempt(ctx, out.Seq, errorCode(err))
 		return fmt.Errorf("failed to send %s: %w", out.Type.Type, err)
 	}

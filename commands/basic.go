@@ -6,12 +6,14 @@ import (
 	"strings"
 
 	"maunium.net/go/mautrix/format"
+	"maunium.net/go/mautrix/id"
 )
 
 var cmdPing = &Command{
 	Name:        "ping",
 	Category:    "General",
 	Description: "Check that caseroom is listening.",
+	Access:      Anyone,
 	Run: func(ctx context.Context, call *Call) error {
 		call.Reply("Pong! caseroom is listening.")
 		return nil
@@ -22,36 +24,36 @@ func (p *Processor) helpCommand() *Command {
 	return &Command{
 		Name:        "help",
 		Category:    "General",
-		Description: "List the commands, or show how to use one.",
-		Usage:       "[command]",
-		Example:     "ping",
+		Description: "List the commands you can use here, or show how to use one.",
+		Params:      []Param{{Name: "command", Type: Rest, Optional: true, Description: "a command name, e.g. case new"}},
+		Example:     "case new",
+		Access:      Anyone,
 		Run: func(ctx context.Context, call *Call) error {
-			if len(call.Args) > 1 {
-				call.Reply(fmt.Sprintf("**Usage:** `%s`\n\nGive at most one command name.", call.Command.UsageLine()))
+			if name := strings.TrimLeft(call.Str("command"), "/!"); name != "" {
+				call.Reply(p.commandHelp(name))
 				return nil
 			}
-			if len(call.Args) == 1 {
-				call.Reply(p.commandHelp(strings.TrimLeft(call.Args[0], "/!")))
-				return nil
-			}
-			call.Reply(p.overview())
+			call.Reply(p.overview(call.Room, call.Bot.BotID()))
 			return nil
 		},
 	}
 }
 
-// overview lists the commands by category, in the order the categories were first registered.
-func (p *Processor) overview() string {
+// overview lists the commands the sender may run in this room, by category, in registration order.
+func (p *Processor) overview(rc *RoomContext, botID id.UserID) string {
 	var categories []string
 	byCategory := make(map[string][]*Command)
-	for _, cmd := range p.commands {
+	for _, cmd := range p.Runnable() {
+		if rc != nil && !mayRun(cmd, rc, botID) {
+			continue
+		}
 		if _, ok := byCategory[cmd.Category]; !ok {
 			categories = append(categories, cmd.Category)
 		}
 		byCategory[cmd.Category] = append(byCategory[cmd.Category], cmd)
 	}
 	var sb strings.Builder
-	sb.WriteString("**caseroom commands** (type them as `/name` or `!name`)\n")
+	sb.WriteString("**Commands you can use here** (type them as `/name` or `!name`)\n")
 	for _, category := range categories {
 		fmt.Fprintf(&sb, "\n**%s**\n\n", category)
 		for _, cmd := range byCategory[category] {
@@ -62,22 +64,35 @@ func (p *Processor) overview() string {
 	return sb.String()
 }
 
+// commandHelp explains one command: usage, parameters, who may run it and an example.
 func (p *Processor) commandHelp(name string) string {
-	cmd := p.byName[strings.ToLower(name)]
-	if cmd == nil {
+	words := strings.Fields(name)
+	cmd, consumed := p.lookup(words[0], words[1:])
+	if cmd == nil || consumed != len(words)-1 {
 		msg := fmt.Sprintf("There is no command %s.", format.SafeMarkdownCode("/"+name))
-		if suggestion := p.suggest(name); suggestion != "" {
+		if suggestion := p.suggest(words[0]); suggestion != "" && cmd == nil {
 			msg += fmt.Sprintf(" Did you mean %s?", format.SafeMarkdownCode("/"+suggestion))
 		}
 		return msg
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "**/%s** — %s\n\n**Usage:** `%s`", cmd.Name, cmd.Description, cmd.UsageLine())
+	fmt.Fprintf(&sb, "**/%s** — %s\n\n**Usage:** `%s`", cmd.FullName(), cmd.Description, cmd.UsageLine())
+	for _, sub := range cmd.Subcommands {
+		fmt.Fprintf(&sb, "\n* `%s` — %s", sub.UsageLine(), sub.Description)
+	}
+	for _, param := range cmd.Params {
+		if param.Description != "" {
+			fmt.Fprintf(&sb, "\n* %s: %s", describe(&param), param.Description)
+		}
+	}
 	if len(cmd.Aliases) > 0 {
 		fmt.Fprintf(&sb, "\n\n**Also:** `/%s`", strings.Join(cmd.Aliases, "`, `/"))
 	}
+	if cmd.Run != nil {
+		fmt.Fprintf(&sb, "\n\n**Who:** %s", cmd.Access)
+	}
 	if cmd.Example != "" {
-		fmt.Fprintf(&sb, "\n\n**Example:** `/%s %s`", cmd.Name, cmd.Example)
+		fmt.Fprintf(&sb, "\n\n**Example:** `/%s %s`", cmd.FullName(), cmd.Example)
 	}
 	return sb.String()
 }

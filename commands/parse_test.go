@@ -76,13 +76,13 @@ func TestSuggest(t *testing.T) {
 
 func TestHelpIsGeneratedFromDefinitions(t *testing.T) {
 	p := New()
-	overview := p.overview()
-	for _, cmd := range p.Commands() {
+	overview := p.overview(nil, "")
+	for _, cmd := range p.Runnable() {
 		if !strings.Contains(overview, cmd.UsageLine()) || !strings.Contains(overview, cmd.Description) {
 			t.Errorf("overview lacks %s", cmd.Name)
 		}
 	}
-	if detail := p.commandHelp("help"); !strings.Contains(detail, "**Usage:** `/help [command]`") || !strings.Contains(detail, "/help ping") {
+	if detail := p.commandHelp("help"); !strings.Contains(detail, "**Usage:** `/help [<command>]`") || !strings.Contains(detail, "/help case new") {
 		t.Errorf("help detail = %q", detail)
 	}
 }

@@ -117,6 +117,12 @@ type EncryptionConfig struct {
 	// Require refuses PHI commands in unencrypted rooms.
 	Require   bool   `yaml:"require"`
 	PickleKey string `yaml:"pickle_key"`
+	// RecoveryKey is the recovery key of the bot's existing cross-signing keys, used to verify a new device of the
+	// bot (e.g. after moving to a new database). Optional.
+	RecoveryKey string `yaml:"recovery_key"`
+	// BotPassword is the bot account's password, used only to answer the password prompt of the first upload of
+	// cross-signing keys. Optional.
+	BotPassword string `yaml:"bot_password"`
 }
 
 // EHRConfig is the ehr section.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix/crypto/utils"
 	"maunium.net/go/mautrix/id"
 )
 
@@ -186,6 +187,13 @@ func TestValidateBadValues(t *testing.T) {
 		{"tokens equal", func(c *Config) { c.Appservice.HSToken = c.Appservice.ASToken }, "appservice.hs_token", ""},
 		{"pickle_key placeholder", func(c *Config) { c.Encryption.PickleKey = "generate" }, "encryption.pickle_key", "generate"},
 		{"pickle_key with space", func(c *Config) { c.Encryption.PickleKey = strings.Repeat("x ", 20) }, "encryption.pickle_key", ""},
+		{"recovery_key malformed", func(c *Config) { c.Encryption.RecoveryKey = "EsTc notarecoverykey" }, "encryption.recovery_key", ""},
+		{"recovery_key bad parity", func(c *Config) {
+			key := []byte(utils.EncodeBase58RecoveryKey(bytes.Repeat([]byte{7}, 32)))
+			key[len(key)-1] ^= 1
+			c.Encryption.RecoveryKey = string(key)
+		}, "encryption.recovery_key", ""},
+		{"bot_password blank", func(c *Config) { c.Encryption.BotPassword = "   " }, "encryption.bot_password", ""},
 		{"bot username uppercase", func(c *Config) { c.Appservice.Bot.Username = "CaseRoom" }, "appservice.bot.username", "CaseRoom"},
 		{"bot username empty", func(c *Config) { c.Appservice.Bot.Username = "" }, "appservice.bot.username", ""},
 		{"max body zero", func(c *Config) { c.Appservice.MaxBodyBytes = 0 }, "appservice.max_body_bytes", "0"},
@@ -238,12 +246,26 @@ func TestValidateBadValues(t *testing.T) {
 			if tt.value != "" && !strings.Contains(line, `got "`+tt.value+`"`) {
 				t.Errorf("error %q does not show the value %q", line, tt.value)
 			}
-			for _, secret := range []string{cfg.Appservice.ASToken, cfg.Appservice.HSToken, cfg.Encryption.PickleKey} {
+			for _, secret := range []string{cfg.Appservice.ASToken, cfg.Appservice.HSToken, cfg.Encryption.PickleKey,
+				cfg.Encryption.RecoveryKey, cfg.Encryption.BotPassword} {
 				if len(secret) >= 8 && secret != PlaceholderSecret && strings.Contains(err.Error(), secret) {
 					t.Errorf("error leaks a secret")
 				}
 			}
 		})
+	}
+}
+
+func TestValidateAcceptsEncryptionSecrets(t *testing.T) {
+	cfg := validConfig(t)
+	cfg.Encryption.RecoveryKey = utils.EncodeBase58RecoveryKey(bytes.Repeat([]byte{7}, 32))
+	cfg.Encryption.BotPassword = "correct horse battery staple"
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate() = %v", err)
+	}
+	cfg.Encryption.RecoveryKey = strings.ReplaceAll(cfg.Encryption.RecoveryKey, " ", "")
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("recovery key without spaces: Validate() = %v", err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"maunium.net/go/mautrix/crypto/utils"
 	"maunium.net/go/mautrix/id"
 )
 
@@ -139,6 +140,13 @@ func (c *Config) Validate() error {
 	}
 
 	p.secret("encryption.pickle_key", c.Encryption.PickleKey)
+	if c.Encryption.RecoveryKey != "" && utils.DecodeBase58RecoveryKey(c.Encryption.RecoveryKey) == nil {
+		p.add("encryption.recovery_key", "must be a recovery key as shown when it was made (48 characters in groups of 4, "+
+			"spaces optional) or empty")
+	}
+	if c.Encryption.BotPassword != "" && strings.TrimSpace(c.Encryption.BotPassword) == "" {
+		p.add("encryption.bot_password", "must not be only spaces; leave it empty for no password")
+	}
 
 	if c.EHR.URL != "" {
 		p.httpURL("ehr.url", c.EHR.URL)

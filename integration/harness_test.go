@@ -1,3 +1,5 @@
+//go:build goolm
+
 package integration
 
 import (
@@ -19,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/crypto/cryptohelper"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -82,7 +85,8 @@ func startWorld(dir string) (*world, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	w := &world{dir: dir, binary: filepath.Join(dir, "caseroom")}
-	build := exec.CommandContext(ctx, "go", "build", "-tags", "caseroomtest", "-o", w.binary, "../cmd/caseroom")
+	// goolm: end-to-end encryption in pure Go (mautrix's default needs libolm through cgo).
+	build := exec.CommandContext(ctx, "go", "build", "-tags", "goolm,caseroomtest", "-o", w.binary, "../cmd/caseroom")
 	if out, err := build.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("failed to build caseroom: %v\n%s", err, out)
 	}
@@ -336,73 +340,60 @@ func (b *botProcess) db() *sql.DB {
 	return db
 }
 
-// user is a real Matrix client with a /sync loop that records what it sees.
+// user is a real Matrix client with its own end-to-end encryption (a fresh device, crypto state in a temporary
+// SQLite file), syncing in the background and recording every room event it sees, decrypted ones included.
 type user struct {
 	*mautrix.Client
-	t      *testing.T
-	mu     sync.Mutex
-	events []*event.Event
-	since  string
-	cancel context.CancelFunc
+	t        *testing.T
+	helper   *cryptohelper.CryptoHelper
+	password string
+	mu       sync.Mutex
+	events   []*event.Event
 }
 
-// newUser registers a fresh account on hs and starts syncing.
+// newUser registers a fresh account on hs, logs in a new device with encryption and starts syncing.
 func newUser(t *testing.T, hs *dendrite.Server, name string) *user {
 	t.Helper()
-	localpart := strings.ToLower(name + "_" + random.String(6))
-	cli, err := hs.RegisterUser(context.Background(), localpart, random.String(16), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &user{Client: cli, t: t}
 	ctx, cancel := context.WithCancel(context.Background())
-	u.cancel = cancel
-	// Initial sync so that later waits only see new events.
-	resp, err := cli.SyncRequest(ctx, 0, "", "", false, "")
+	localpart := strings.ToLower(name + "_" + random.String(6))
+	password := random.String(16)
+	if _, err := hs.RegisterUser(ctx, localpart, password, false); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := hs.Login(ctx, localpart, password)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.since = resp.NextBatch
+	helper, err := cryptohelper.NewCryptoHelper(cli, []byte("test pickle key"), filepath.Join(t.TempDir(), "crypto.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err = helper.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cli.Crypto = helper
+	u := &user{Client: cli, t: t, helper: helper, password: password}
+	// Registered after the crypto helper's handlers: the state store is up to date when an event is recorded.
+	cli.Syncer.(mautrix.ExtensibleSyncer).OnEvent(func(ctx context.Context, evt *event.Event) {
+		u.mu.Lock()
+		u.events = append(u.events, evt)
+		u.mu.Unlock()
+	})
 	done := make(chan struct{})
-	go u.syncLoop(ctx, done)
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if err := cli.SyncWithContext(ctx); err != nil && ctx.Err() == nil {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}()
 	t.Cleanup(func() {
 		cancel()
 		<-done
+		_ = helper.Close()
 	})
 	return u
-}
-
-func (u *user) syncLoop(ctx context.Context, done chan struct{}) {
-	defer close(done)
-	for ctx.Err() == nil {
-		resp, err := u.SyncRequest(ctx, 1000, u.since, "", false, "")
-		if err != nil {
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		u.mu.Lock()
-		for roomID, room := range resp.Rooms.Join {
-			for _, evt := range room.Timeline.Events {
-				evt.RoomID = roomID
-				evt.Type.Class = event.MessageEventType
-				if evt.StateKey != nil {
-					evt.Type.Class = event.StateEventType
-				}
-				_ = evt.Content.ParseRaw(evt.Type)
-				u.events = append(u.events, evt)
-			}
-		}
-		for roomID, room := range resp.Rooms.Invite {
-			for _, evt := range room.State.Events {
-				evt.RoomID = roomID
-				evt.Type.Class = event.StateEventType
-				_ = evt.Content.ParseRaw(evt.Type)
-				u.events = append(u.events, evt)
-			}
-		}
-		u.since = resp.NextBatch
-		u.mu.Unlock()
-	}
 }
 
 // waitFor returns the first event seen (since the user was made) that matches, failing the test after timeout.

@@ -36,6 +36,11 @@ type Store struct {
 	DB       *dbutil.Database
 	Inbox    *InboxQuery
 	Outgoing *OutgoingQuery
+	Device   *BotDeviceQuery
+	Roles    *RoleQuery
+	Cases    *CaseQuery
+	Audit    *AuditQuery
+	Effects  *EffectQuery
 
 	// InstanceID is a random id made when the database was created; it keeps outgoing transaction IDs unique
 	// even when a homeserver has seen an earlier database of the same bot.
@@ -71,6 +76,11 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*Store, error) {
 	st := &Store{DB: db}
 	st.Inbox = &InboxQuery{db: db}
 	st.Outgoing = &OutgoingQuery{db: db}
+	st.Device = &BotDeviceQuery{db: db}
+	st.Roles = &RoleQuery{db: db}
+	st.Cases = &CaseQuery{db: db}
+	st.Audit = &AuditQuery{db: db}
+	st.Effects = &EffectQuery{db: db}
 	if st.InstanceID, err = loadInstanceID(ctx, db); err != nil {
 		_ = db.Close()
 		return nil, err

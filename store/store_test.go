@@ -162,3 +162,5 @@ func TestInstanceIDSurvivesReopen(t *testing.T) {
 		}
 	})
 }
+
+func idRoom(s string) id.RoomID { return id.RoomID(s) }

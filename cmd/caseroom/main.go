@@ -32,6 +32,7 @@ const (
 	exitDatabase   = 11
 	exitHomeserver = 12
 	exitListener   = 13
+	exitEncryption = 14
 )
 
 func main() {
@@ -112,12 +113,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Err(err).Msg("Failed to set up the appservice")
 		return exitConfig
 	}
-	b.Handler = commands.New()
+	b.Version = Version
+	processor := commands.New()
+	b.Handler = processor
+	b.CommandSpecs = processor.Specs()
 	if err = b.Start(ctx); err != nil {
 		b.Stop()
 		if errors.Is(err, bot.ErrHomeserver) {
 			log.Err(err).Msg("Failed to connect to the homeserver")
 			return exitHomeserver
+		}
+		if errors.Is(err, bot.ErrEncryption) {
+			log.Err(err).Msg("Failed to set up end-to-end encryption")
+			return exitEncryption
 		}
 		log.Err(err).Msg("Failed to start")
 		return exitListener
@@ -163,5 +171,7 @@ func newLogger(cfg config.LoggingConfig) (zerolog.Logger, func(), error) {
 	if cfg.Format == "pretty" {
 		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.DateTime, NoColor: cfg.File != ""}
 	}
+	out = redactingWriter{out: out}
+	zerolog.TimestampFunc = func() time.Time { return time.Now().UTC() }
 	return zerolog.New(out).Level(level).With().Timestamp().Logger(), closeFn, nil
 }

@@ -1,0 +1,266 @@
+//go:build goolm
+
+package bot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto"
+	"maunium.net/go/mautrix/crypto/cryptohelper"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/caseroom/caseroom/store"
+)
+
+// Names under which secrets are sealed (see secretSealer).
+const (
+	sealAccessToken = "access_token"
+	sealRecoveryKey = "recovery_key"
+)
+
+// How long decrypting waits for a room key that has not arrived yet: first for the key the sender's client sends
+// along with its message, then, after asking the sender's devices for it, a little longer.
+const (
+	roomKeyWait        = 4 * time.Second
+	roomKeyRequestWait = 6 * time.Second
+)
+
+// deviceDisplayName is the display name of the bot's device in users' device lists.
+const deviceDisplayName = "caseroom"
+
+// deviceSyncFilter keeps the device's /sync down to what end-to-end encryption needs: to-device events (room keys),
+// device list changes and one-time key counts, which no filter removes. Room events are left out: the appservice
+// transactions deliver them, and the processor keeps the state store up to date.
+const deviceSyncFilter = `{
+	"presence": {"types": []},
+	"account_data": {"types": []},
+	"room": {
+		"rooms": [],
+		"timeline": {"types": [], "limit": 1},
+		"state": {"types": []},
+		"ephemeral": {"types": []},
+		"account_data": {"types": []}
+	}
+}`
+
+// cryptoDevice is the bot's end-to-end encryption device: a real device of the bot user with its own access token,
+// made once by logging in with the appservice token and reused after restarts. Its olm account, megolm sessions and
+// sync token live in the bot's database (mautrix's crypto store, pickled with encryption.pickle_key). Dendrite pushes
+// no to-device events to appservices, so the device runs its own /sync for them.
+type cryptoDevice struct {
+	bot    *Bot
+	cli    *mautrix.Client
+	helper *cryptohelper.CryptoHelper
+	mach   *crypto.OlmMachine
+	sealer *secretSealer
+	done   chan struct{}
+}
+
+var _ encryption = (*cryptoDevice)(nil)
+
+// startEncryption sets up the bot's device (logging in on first start), loads its crypto state, makes sure the device
+// is cross-signed, and starts the device's /sync loop, which runs until the bot stops.
+func (b *Bot) startEncryption(ctx context.Context) error {
+	log := b.Log.With().Str("component", "crypto").Logger()
+	ctx = log.WithContext(ctx)
+	d := &cryptoDevice{bot: b, sealer: newSecretSealer(b.Config.Encryption.PickleKey), done: make(chan struct{})}
+	stored, err := b.Store.Device.Get(ctx, b.BotID())
+	if err != nil {
+		return err
+	}
+	if err = d.connect(ctx, stored); err != nil {
+		return err
+	}
+	log = log.With().Stringer("device_id", d.cli.DeviceID).Logger()
+	ctx = log.WithContext(ctx)
+	d.cli.Log = b.Log // the crypto helper adds its component
+	d.helper, err = cryptohelper.NewCryptoHelper(d.cli, []byte(b.Config.Encryption.PickleKey), b.Store.DB)
+	if err != nil {
+		return fmt.Errorf("failed to set up crypto helper: %w", err)
+	}
+	// The crypto store keeps the olm account of each device apart, so a new device never trips over an old one.
+	d.helper.DBAccountID = d.cli.DeviceID.String()
+	if err = d.helper.Init(ctx); err != nil {
+		return fmt.Errorf("failed to load crypto state of device %s: %w", d.cli.DeviceID, err)
+	}
+	d.mach = d.helper.Machine()
+	d.mach.SetBackgroundCtx(b.ctx)
+	d.cli.Crypto = d.helper
+
+	var sealedRecoveryKey string
+	if stored != nil {
+		sealedRecoveryKey = stored.SealedRecoveryKey
+	}
+	if err = d.ensureCrossSigned(ctx, sealedRecoveryKey); err != nil {
+		return err
+	}
+	filterID, err := d.createSyncFilter(ctx)
+	if err != nil {
+		return err
+	}
+	go d.syncLoop(log.WithContext(b.ctx), filterID)
+	b.e2ee = d
+	log.Info().Msg("End-to-end encryption ready")
+	return nil
+}
+
+// connect makes the device's client from the stored device, or logs in with the appservice token to make a device
+// when there is none or the homeserver no longer knows the stored one.
+func (d *cryptoDevice) connect(ctx context.Context, stored *store.BotDevice) error {
+	log := zerolog.Ctx(ctx)
+	cfg := d.bot.Config
+	if stored != nil {
+		token, err := d.sealer.open(sealAccessToken, stored.SealedAccessToken)
+		if err != nil {
+			return fmt.Errorf("failed to read the stored access token of device %s: %w", stored.DeviceID, err)
+		}
+		d.cli, err = d.newClient(stored.DeviceID, token)
+		if err != nil {
+			return err
+		}
+		whoami, err := d.cli.Whoami(ctx)
+		switch {
+		case err == nil && (whoami.DeviceID == "" || whoami.DeviceID == stored.DeviceID):
+			log.Debug().Stringer("device_id", stored.DeviceID).Msg("Using the stored bot device")
+			return nil
+		case errors.Is(err, mautrix.MUnknownToken):
+			log.Warn().Stringer("old_device_id", stored.DeviceID).
+				Msg("The homeserver no longer knows the bot's device (logged out?); making a new one")
+		case err != nil:
+			return fmt.Errorf("failed to check the bot device's access token: %w", err)
+		default:
+			return fmt.Errorf("the stored access token belongs to device %s, not %s", whoami.DeviceID, stored.DeviceID)
+		}
+	}
+	loginCli, err := mautrix.NewClient(cfg.Homeserver.URL, d.bot.BotID(), cfg.Appservice.ASToken)
+	if err != nil {
+		return err
+	}
+	resp, err := loginCli.Login(ctx, &mautrix.ReqLogin{
+		Type:                     mautrix.AuthTypeAppservice,
+		Identifier:               mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: cfg.Appservice.Bot.Username},
+		InitialDeviceDisplayName: deviceDisplayName,
+	})
+	if err != nil {
+		return fmt.Errorf("failed to log in the bot to get a device: %w", err)
+	}
+	if resp.UserID != "" && resp.UserID != d.bot.BotID() {
+		return fmt.Errorf("logging in as the bot gave a device of %s", resp.UserID)
+	}
+	err = d.bot.Store.Device.Put(ctx, &store.BotDevice{
+		UserID: d.bot.BotID(), DeviceID: resp.DeviceID, SealedAccessToken: d.sealer.seal(sealAccessToken, resp.AccessToken),
+	})
+	if err != nil {
+		return err
+	}
+	log.Info().Stringer("device_id", resp.DeviceID).Msg("Logged in the bot's new device")
+	d.cli, err = d.newClient(resp.DeviceID, resp.AccessToken)
+	return err
+}
+
+func (d *cryptoDevice) newClient(deviceID id.DeviceID, accessToken string) (*mautrix.Client, error) {
+	cli, err := mautrix.NewClient(d.bot.Config.Homeserver.URL, d.bot.BotID(), accessToken)
+	if err != nil {
+		return nil, fmt.Errorf("failed to make the device's client: %w", err)
+	}
+	cli.DeviceID = deviceID
+	cli.StateStore = d.bot.stateStore
+	cli.SyncTraceLog = true
+	return cli, nil
+}
+
+func (d *cryptoDevice) createSyncFilter(ctx context.Context) (string, error) {
+	var resp mautrix.RespCreateFilter
+	url := d.cli.BuildClientURL("v3", "user", d.cli.UserID, "filter")
+	if _, err := d.cli.MakeRequest(ctx, http.MethodPost, url, json.RawMessage(deviceSyncFilter), &resp); err != nil {
+		return "", fmt.Errorf("failed to create the device's sync filter: %w", err)
+	}
+	return resp.FilterID, nil
+}
+
+// syncLoop runs the device's /sync until ctx ends, handing to-device events, device list changes and one-time key
+// counts to the crypto machine. The sync token is stored after each response, so a restart continues where it was.
+func (d *cryptoDevice) syncLoop(ctx context.Context, filterID string) {
+	defer close(d.done)
+	log := zerolog.Ctx(ctx)
+	since, err := d.cli.Store.LoadNextBatch(ctx, d.cli.UserID)
+	if err != nil {
+		log.Warn().Err(err).Msg("Failed to load the device's sync token, starting from scratch")
+	}
+	backoff := time.Second
+	for ctx.Err() == nil {
+		resp, err := d.cli.FullSyncRequest(ctx, mautrix.ReqSync{Timeout: 30000, Since: since, FilterID: filterID})
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn().Err(err).Dur("retry_in", backoff).Msg("Device sync failed, will retry")
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(backoff*2, maxBackoff)
+			continue
+		}
+		backoff = time.Second
+		// A response is handled completely even when the bot is stopping, so that no room key is lost.
+		procCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		d.mach.ProcessSyncResponse(procCtx, resp, since)
+		if err = d.cli.Store.SaveNextBatch(procCtx, d.cli.UserID, resp.NextBatch); err != nil {
+			log.Warn().Err(err).Msg("Failed to store the device's sync token")
+		}
+		cancel()
+		since = resp.NextBatch
+	}
+}
+
+func (d *cryptoDevice) decrypt(ctx context.Context, evt *event.Event) (*event.Event, error) {
+	decrypted, err := d.helper.Decrypt(ctx, evt)
+	if !errors.Is(err, crypto.ErrNoSessionFound) {
+		return decrypted, err
+	}
+	content := evt.Content.AsEncrypted()
+	log := zerolog.Ctx(ctx).With().Stringer("session_id", content.SessionID).Logger()
+	log.Debug().Msg("Room key has not arrived yet, waiting for it")
+	if !d.helper.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, roomKeyWait) {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		log.Debug().Msg("Room key still missing, asking the sender's devices for it")
+		//lint:ignore SA1019 an empty device ID asks all of the sender's devices
+		d.helper.RequestSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, evt.Sender, content.DeviceID)
+		if !d.helper.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, roomKeyRequestWait) {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("%w within %s", crypto.ErrNoSessionFound, roomKeyWait+roomKeyRequestWait)
+		}
+	}
+	return d.helper.Decrypt(ctx, evt)
+}
+
+func (d *cryptoDevice) client() *mautrix.Client {
+	return d.cli
+}
+
+func (d *cryptoDevice) trackRoomEvent(ctx context.Context, evt *event.Event) {
+	switch evt.Type {
+	case event.StateMember:
+		d.mach.HandleMemberEvent(ctx, evt)
+	case event.StateHistoryVisibility:
+		d.mach.HandleHistoryVisibility(ctx, evt)
+	}
+}
+
+func (d *cryptoDevice) wait() {
+	<-d.done
+}

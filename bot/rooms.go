@@ -1,0 +1,193 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.mau.fi/util/ptr"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// RoomSpec describes a room the bot creates for a case.
+type RoomSpec struct {
+	Name string
+	// HistoryJoined makes history visible to members only from their join (patient rooms); otherwise members see
+	// the room's history (case rooms).
+	HistoryJoined bool
+	// Members are invited at creation and get power level MemberPower.
+	Members []id.UserID
+}
+
+// MemberPower is the power level of care team members in case rooms: they can name the room and redact, but only
+// the bot invites, removes or changes who may do what, so that the database stays the one truth about who is in.
+const MemberPower = 50
+
+// CreateRoom creates an encrypted room once per (cause event, step): processing the same event again after a
+// crash returns the room made the first time instead of creating another.
+func (b *Bot) CreateRoom(ctx context.Context, cause id.EventID, step string, spec RoomSpec) (id.RoomID, error) {
+	if existing, err := b.Store.Effects.Get(ctx, cause, step); err != nil {
+		return "", err
+	} else if existing != "" {
+		return id.RoomID(existing), nil
+	}
+	history := event.HistoryVisibilityShared
+	if spec.HistoryJoined {
+		history = event.HistoryVisibilityJoined
+	}
+	users := map[id.UserID]int{b.BotID(): 100}
+	for _, member := range spec.Members {
+		users[member] = MemberPower
+	}
+	initial := []*event.Event{
+		{Type: event.StateEncryption, Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}}},
+		{Type: event.StateHistoryVisibility, Content: event.Content{Parsed: &event.HistoryVisibilityEventContent{HistoryVisibility: history}}},
+		{Type: event.StateGuestAccess, Content: event.Content{Parsed: &event.GuestAccessEventContent{GuestAccess: event.GuestAccessForbidden}}},
+	}
+	for _, cmd := range b.CommandSpecs {
+		initial = append(initial, &event.Event{
+			Type: event.StateMSC4391BotCommand, StateKey: ptr.Ptr(cmd.StateKey(b.BotID())), Content: event.Content{Parsed: cmd},
+		})
+	}
+	resp, err := b.AS.BotIntent().CreateRoom(ctx, &mautrix.ReqCreateRoom{
+		Name:         spec.Name,
+		Preset:       "private_chat",
+		Invite:       spec.Members,
+		InitialState: initial,
+		PowerLevelOverride: &event.PowerLevelsEventContent{
+			Users:           users,
+			EventsDefault:   0,
+			StateDefaultPtr: ptr.Ptr(MemberPower),
+			InvitePtr:       ptr.Ptr(100),
+			KickPtr:         ptr.Ptr(100),
+			BanPtr:          ptr.Ptr(100),
+			RedactPtr:       ptr.Ptr(MemberPower),
+			Events: map[string]int{
+				event.StatePowerLevels.Type:       100,
+				event.StateHistoryVisibility.Type: 100,
+				event.StateEncryption.Type:        100,
+				event.StateJoinRules.Type:         100,
+				event.StateTombstone.Type:         100,
+				event.StateServerACL.Type:         100,
+				event.StateMSC4391BotCommand.Type: 100,
+			},
+		},
+	})
+	if err != nil {
+		return "", fmt.Errorf("failed to create room: %w", err)
+	}
+	if err = b.Store.Effects.Put(ctx, cause, step, resp.RoomID.String()); err != nil {
+		return "", err
+	}
+	// Learn the new room's state (encryption, members) at once instead of waiting for its events.
+	if _, err = b.AS.BotIntent().State(ctx, resp.RoomID); err != nil {
+		return "", fmt.Errorf("failed to load state of new room: %w", err)
+	}
+	return resp.RoomID, nil
+}
+
+// Membership returns a user's membership of a room as the bot knows it.
+func (b *Bot) Membership(ctx context.Context, roomID id.RoomID, userID id.UserID) (event.Membership, error) {
+	member, err := b.stateStore.TryGetMember(ctx, roomID, userID)
+	if err != nil || member == nil {
+		return event.MembershipLeave, err
+	}
+	return member.Membership, nil
+}
+
+// Invite invites a user to a room and sets their power level; a user who is already invited or joined counts as
+// done.
+func (b *Bot) Invite(ctx context.Context, roomID id.RoomID, userID id.UserID, power int, reason string) error {
+	membership, err := b.Membership(ctx, roomID, userID)
+	if err != nil {
+		return err
+	}
+	if membership != event.MembershipInvite && membership != event.MembershipJoin {
+		_, err = b.AS.BotIntent().InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: userID, Reason: reason})
+		if err != nil && !alreadyMember(err) {
+			return fmt.Errorf("failed to invite user: %w", err)
+		}
+	}
+	return b.SetPower(ctx, roomID, userID, power)
+}
+
+// SetPower sets a user's power level in a room when it differs.
+func (b *Bot) SetPower(ctx context.Context, roomID id.RoomID, userID id.UserID, power int) error {
+	pl, err := b.AS.BotIntent().PowerLevels(ctx, roomID)
+	if err != nil {
+		return fmt.Errorf("failed to get power levels: %w", err)
+	}
+	if pl.GetUserLevel(userID) == power {
+		return nil
+	}
+	pl.SetUserLevel(userID, power)
+	if _, err = b.AS.BotIntent().SetPowerLevels(ctx, roomID, pl); err != nil {
+		return fmt.Errorf("failed to set power level: %w", err)
+	}
+	return nil
+}
+
+// Kick removes a user from a room; a user who is not in it counts as done.
+func (b *Bot) Kick(ctx context.Context, roomID id.RoomID, userID id.UserID, reason string) error {
+	membership, err := b.Membership(ctx, roomID, userID)
+	if err != nil {
+		return err
+	}
+	if membership == event.MembershipLeave || membership == event.MembershipBan {
+		return nil
+	}
+	_, err = b.AS.BotIntent().KickUser(ctx, roomID, &mautrix.ReqKickUser{UserID: userID, Reason: reason})
+	if err != nil {
+		return fmt.Errorf("failed to remove user: %w", err)
+	}
+	return nil
+}
+
+// MakeReadOnly changes a room's power levels so that only the bot can post or change it: an archived case.
+func (b *Bot) MakeReadOnly(ctx context.Context, roomID id.RoomID) error {
+	pl, err := b.AS.BotIntent().PowerLevels(ctx, roomID)
+	if err != nil {
+		return fmt.Errorf("failed to get power levels: %w", err)
+	}
+	if pl.EventsDefault >= 100 {
+		return nil
+	}
+	pl.EventsDefault = 100
+	pl.StateDefaultPtr = ptr.Ptr(100)
+	if pl.Events == nil {
+		pl.Events = make(map[string]int)
+	}
+	pl.Events[event.EventReaction.Type] = 100
+	pl.Events[event.StateRoomName.Type] = 100
+	pl.Events[event.StateTopic.Type] = 100
+	if _, err = b.AS.BotIntent().SetPowerLevels(ctx, roomID, pl); err != nil {
+		return fmt.Errorf("failed to make room read-only: %w", err)
+	}
+	return nil
+}
+
+// PublishCommands sets the MSC4391 command descriptions in a room (where the bot may send state events).
+func (b *Bot) PublishCommands(ctx context.Context, roomID id.RoomID) error {
+	for _, cmd := range b.CommandSpecs {
+		_, err := b.AS.BotIntent().SendStateEvent(ctx, roomID, event.StateMSC4391BotCommand, cmd.StateKey(b.BotID()), cmd)
+		if err != nil {
+			return fmt.Errorf("failed to publish command %q: %w", cmd.Command, err)
+		}
+	}
+	return nil
+}
+
+// IsEncrypted reports whether the bot knows the room to be end-to-end encrypted.
+func (b *Bot) IsEncrypted(ctx context.Context, roomID id.RoomID) (bool, error) {
+	return b.stateStore.IsEncrypted(ctx, roomID)
+}
+
+func alreadyMember(err error) bool {
+	var httpErr mautrix.HTTPError
+	return errors.As(err, &httpErr) && httpErr.RespError != nil && httpErr.RespError.ErrCode == mautrix.MForbidden.ErrCode &&
+		(strings.Contains(httpErr.RespError.Err, "already in the room") || strings.Contains(httpErr.RespError.Err, "already joined") ||
+			strings.Contains(httpErr.RespError.Err, "is already"))
+}
