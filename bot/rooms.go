@@ -130,6 +130,18 @@ func (b *Bot) SetPower(ctx context.Context, roomID id.RoomID, userID id.UserID, 
 	return nil
 }
 
+// RaisePower gives a user at least the given power level in a room, never lowering it.
+func (b *Bot) RaisePower(ctx context.Context, roomID id.RoomID, userID id.UserID, atLeast int) error {
+	pl, err := b.AS.BotIntent().PowerLevels(ctx, roomID)
+	if err != nil {
+		return fmt.Errorf("failed to get power levels: %w", err)
+	}
+	if pl.GetUserLevel(userID) >= atLeast {
+		return nil
+	}
+	return b.SetPower(ctx, roomID, userID, atLeast)
+}
+
 // Kick removes a user from a room; a user who is not in it counts as done.
 func (b *Bot) Kick(ctx context.Context, roomID id.RoomID, userID id.UserID, reason string) error {
 	membership, err := b.Membership(ctx, roomID, userID)

@@ -215,7 +215,7 @@ func runCaseLink(ctx context.Context, call *Call) error {
 		return err
 	}
 	for _, member := range team {
-		if err = b.SetPower(ctx, roomID, member, bot.MemberPower); err != nil {
+		if err = b.RaisePower(ctx, roomID, member, bot.MemberPower); err != nil {
 			return err
 		}
 	}
@@ -507,7 +507,9 @@ func (p *Processor) HandleMembership(ctx context.Context, turn *bot.Turn) error 
 	entry := &store.AuditEntry{Actor: evt.Sender, CaseID: c.ID, RoomID: evt.RoomID, EventID: evt.ID, Outcome: "ok", Detail: target.String()}
 	switch {
 	case target == b.BotID():
-		if !left || evt.Sender == b.BotID() {
+		// The bot never leaves a case's rooms by itself: any leave is a removal (a kick, a ban, an operator
+		// evacuating the room).
+		if !left {
 			return nil
 		}
 		other := c.CaseRoomID

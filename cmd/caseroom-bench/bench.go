@@ -1,0 +1,344 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/caseroom/caseroom/internal/dendrite"
+	"github.com/caseroom/caseroom/store"
+)
+
+// engine is a database engine caseroom runs on.
+type engine string
+
+const (
+	engineSQLite   engine = "sqlite"
+	enginePostgres engine = "postgres"
+)
+
+func (e engine) title() string {
+	if e == enginePostgres {
+		return "PostgreSQL"
+	}
+	return "SQLite"
+}
+
+// Pauses and bounds of the measurement phases.
+const (
+	idleSettle     = 2 * time.Second  // quiet time after start-up before idle RSS is read
+	replyTimeout   = 15 * time.Second // a command without a reply by then counts as lost
+	readyTimeout   = 60 * time.Second // caseroom start to /_matrix/mau/ready
+	drainTimeout   = 5 * time.Minute  // ingested events processed by then, or the drain is reported unfinished
+	setupTimeout   = 3 * time.Minute  // users and rooms
+	caseroomStopIn = 15 * time.Second // SIGTERM to exit before SIGKILL
+)
+
+// runBenchmark builds caseroom, then measures each engine on a fresh Dendrite. It returns what was measured even
+// when a later engine fails.
+func runBenchmark(ctx context.Context, opts options, command []string, progress io.Writer) (*Report, error) {
+	say := func(format string, args ...any) {
+		fmt.Fprintf(progress, "» "+format+"\n", args...)
+	}
+	root, err := projectRoot()
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "caseroom-bench-")
+	if err != nil {
+		return nil, err
+	}
+	failed := true
+	defer func() {
+		if opts.Keep || failed {
+			say("working directory kept: %s", work)
+			return
+		}
+		_ = os.RemoveAll(work)
+	}()
+
+	say("building caseroom")
+	build, err := buildCaseroom(ctx, root, filepath.Join(work, "caseroom"))
+	if err != nil {
+		return nil, err
+	}
+	if build.TagsNote != "" {
+		say("%s", build.TagsNote)
+	}
+	say("installing or finding Dendrite %s", dendrite.Version)
+	toolsDir, err := dendrite.DefaultToolsDir()
+	if err != nil {
+		return nil, err
+	}
+	bins, err := dendrite.EnsureBinaries(ctx, toolsDir)
+	if err != nil {
+		return nil, err
+	}
+
+	report := &Report{
+		Machine: describeMachine(build),
+		Command: strings.Join(command, " "),
+		Options: opts,
+		Targets: benchTargets,
+	}
+	for _, eng := range opts.Engines {
+		say("%s: starting", eng.title())
+		res, err := runEngine(ctx, engineRun{
+			opts: opts, engine: eng, dir: filepath.Join(work, string(eng)), caseroom: build.Path, dendrite: bins, say: say,
+		})
+		if err != nil {
+			err = fmt.Errorf("%s: %w", eng.title(), err)
+		}
+		if res != nil {
+			if err != nil {
+				res.Error = err.Error()
+			}
+			report.Engines = append(report.Engines, res)
+		}
+		if err != nil {
+			return report, err
+		}
+	}
+	failed = false
+	return report, nil
+}
+
+// engineRun is everything one engine's measurement needs.
+type engineRun struct {
+	opts     options
+	engine   engine
+	dir      string
+	caseroom string // binary
+	dendrite dendrite.Binaries
+	say      func(format string, args ...any)
+}
+
+// runEngine starts a fresh Dendrite with caseroom's and the floor appservice's registrations, a fresh database and
+// caseroom, and runs every measurement. Whatever it started is stopped before it returns.
+func runEngine(ctx context.Context, r engineRun) (res *EngineResult, err error) {
+	if err = os.MkdirAll(r.dir, 0o700); err != nil {
+		return nil, err
+	}
+	db, err := createDatabase(ctx, r.engine, r.dir, r.opts.Postgres)
+	if err != nil {
+		return nil, err
+	}
+	defer db.drop()
+
+	hsPort, err := dendrite.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	hsURL := fmt.Sprintf("http://127.0.0.1:%d", hsPort)
+	domain := fmt.Sprintf("localhost:%d", hsPort)
+
+	setup, err := writeCaseroomConfig(r.dir, hsURL, domain, db)
+	if err != nil {
+		return nil, err
+	}
+	floor, err := startFloor(hsURL, domain)
+	if err != nil {
+		return nil, err
+	}
+	defer floor.stop()
+	floorReg := filepath.Join(r.dir, "floor-registration.yaml")
+	if err = floor.reg.Save(floorReg); err != nil {
+		return nil, fmt.Errorf("failed to write the floor appservice registration: %w", err)
+	}
+
+	r.say("%s: starting Dendrite", r.engine.title())
+	hs, err := dendrite.Start(ctx, dendrite.Options{
+		Dir:                     filepath.Join(r.dir, "dendrite"),
+		ServerName:              domain,
+		HTTPAddr:                fmt.Sprintf("127.0.0.1:%d", hsPort),
+		AppServiceRegistrations: []string{setup.RegistrationPath, floorReg},
+		LogLevel:                "warn",
+		Binaries:                r.dendrite,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer hs.Stop()
+
+	res = &EngineResult{Engine: string(r.engine)}
+
+	// Start-up: the first start migrates the fresh database; the later ones start on the migrated database.
+	r.say("%s: timing caseroom start-up (%d runs on the migrated database)", r.engine.title(), r.opts.StartupRuns)
+	bot, err := setup.start(ctx, r.caseroom)
+	if err != nil {
+		return res, err
+	}
+	res.Startup.FirstStartMs = ms(bot.readyAfter)
+	for i := 0; i < r.opts.StartupRuns; i++ {
+		if err = bot.stop(); err != nil {
+			return res, err
+		}
+		if bot, err = setup.start(ctx, r.caseroom); err != nil {
+			return res, err
+		}
+		res.Startup.RunsMs = append(res.Startup.RunsMs, ms(bot.readyAfter))
+	}
+	defer func() {
+		if stopErr := bot.stop(); stopErr != nil && err == nil {
+			err = stopErr
+		}
+	}()
+	res.Startup.summarize()
+
+	if err = sleep(ctx, idleSettle); err != nil {
+		return res, err
+	}
+	if res.Memory.IdleRSSKiB, _, err = bot.memory(); err != nil {
+		return res, err
+	}
+
+	r.say("%s: registering users and creating rooms", r.engine.title())
+	botID := id.NewUserID(setup.Config.Appservice.Bot.Username, domain)
+	world, err := setUp(ctx, hs, r.opts.Rooms, botID, floor.botID)
+	if err != nil {
+		return res, fmt.Errorf("setup failed: %w", err)
+	}
+	defer world.close()
+
+	for _, sc := range latencyScenarios {
+		for _, mode := range latencyModes(r.opts) {
+			if sc.Pending != "" {
+				res.Latency = append(res.Latency, pendingLatency(sc, mode)...)
+				continue
+			}
+			r.say("%s: latency of %s, %s", r.engine.title(), sc.Name, mode.Name)
+			rows, err := runLatency(ctx, world, sc, mode, r.opts)
+			res.Latency = append(res.Latency, rows...)
+			if err != nil {
+				return res, err
+			}
+		}
+	}
+	if res.Memory.AfterLatencyRSSKiB, _, err = bot.memory(); err != nil {
+		return res, err
+	}
+
+	// The bench reads the inbox backlog to time processing; the database is migrated by now.
+	st, err := store.Open(ctx, store.Config{Type: db.Type, URI: db.URI, MaxOpenConns: 1}, zerolog.Nop())
+	if err != nil {
+		return res, fmt.Errorf("failed to open caseroom's database to watch the inbox: %w", err)
+	}
+	defer st.Close()
+	template := floor.recordedMessage()
+	for _, sc := range ingestScenarios {
+		if sc.Pending != "" {
+			res.Ingest = append(res.Ingest, IngestResult{Scenario: sc.Name, Pending: sc.Pending})
+			continue
+		}
+		r.say("%s: %s", r.engine.title(), sc.Name)
+		row, err := runIngest(ctx, ingestRun{
+			scenario: sc, events: r.opts.IngestEvents, botURL: setup.BotURL, hsToken: setup.Config.Appservice.HSToken,
+			domain: domain, senders: world.userIDs(), template: template, inbox: st.Inbox,
+		})
+		res.Ingest = append(res.Ingest, row)
+		if err != nil {
+			return res, err
+		}
+	}
+	if res.Memory.EndRSSKiB, res.Memory.PeakRSSKiB, err = bot.memory(); err != nil {
+		return res, err
+	}
+	res.Memory.summarize()
+	res.FloorReplyErrors = floor.replyErrors.Load()
+	res.SyncErrors = world.syncErrors()
+	return res, nil
+}
+
+// latencyModes are the two shapes of the latency scenarios: one client in one room, and -rooms clients at once.
+func latencyModes(opts options) []latencyMode {
+	return []latencyMode{
+		{Name: "sequential", Lanes: 1, Total: opts.N, Warmup: opts.Warmup},
+		{Name: fmt.Sprintf("%d rooms", opts.Rooms), Lanes: opts.Rooms, Total: opts.N, Warmup: opts.Warmup},
+	}
+}
+
+// buildResult is the caseroom binary and how it was built.
+type buildResult struct {
+	Path      string
+	Tags      string
+	TagsNote  string // why the goolm tag was dropped, if it was
+	GoVersion string
+}
+
+// buildCaseroom builds ./cmd/caseroom with -tags goolm (pure-Go end-to-end encryption, as `make build` does) and
+// falls back to no tags if that fails.
+func buildCaseroom(ctx context.Context, root, out string) (buildResult, error) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return buildResult{}, fmt.Errorf("failed to find the go command to build caseroom: %w", err)
+	}
+	res := buildResult{Path: out, Tags: "goolm"}
+	goBuild := func(args ...string) ([]byte, error) {
+		cmd := exec.CommandContext(ctx, goBin, append(append([]string{"build"}, args...), "-o", out, "./cmd/caseroom")...)
+		cmd.Dir = root
+		return cmd.CombinedOutput()
+	}
+	if output, err := goBuild("-tags", "goolm"); err != nil {
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		res.Tags = ""
+		res.TagsNote = "building with -tags goolm failed, built without tags: " + firstLine(string(output))
+		if output, err = goBuild(); err != nil {
+			return res, fmt.Errorf("failed to build caseroom (go build ./cmd/caseroom in %s): %w\n%s", root, err, output)
+		}
+	}
+	if v, err := exec.CommandContext(ctx, goBin, "env", "GOVERSION").Output(); err == nil {
+		res.GoVersion = strings.TrimSpace(string(v))
+	}
+	return res, nil
+}
+
+// projectRoot is the nearest directory at or above the working directory that holds go.mod.
+func projectRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod at or above the working directory: run caseroom-bench inside the caseroom project")
+		}
+		dir = parent
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// ms converts a duration to fractional milliseconds.
+func ms(d time.Duration) float64 {
+	return float64(d) / float64(time.Millisecond)
+}

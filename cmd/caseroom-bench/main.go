@@ -1,0 +1,187 @@
+// Command caseroom-bench measures caseroom against a real Dendrite in one run: command reply latency as a client
+// sees it, next to two floors measured in the same run (F0: one client's message seen by another client; F1: a
+// do-nothing appservice inside this tool answering the same command), transaction ingest, memory and start-up
+// time, on SQLite and PostgreSQL. It prints a Markdown report and can write the results as JSON. The targets it
+// shows are goals for the benchmark, not assertions: it fails only when it cannot measure.
+//
+// Everything it starts (Dendrite, caseroom, its own appservice) listens on loopback only and is stopped when the
+// run ends, on Ctrl-C and when -timeout passes.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Defaults of the flags; -quick replaces those marked as such unless the flag is given.
+const (
+	defaultN            = 1000
+	defaultWarmup       = 50
+	defaultRooms        = 16
+	defaultIngestEvents = 50_000
+	defaultStartupRuns  = 5
+	quickN              = 200
+	quickWarmup         = 20
+	quickIngestEvents   = 10_000
+	quickStartupRuns    = 3
+)
+
+// defaultPostgres is the maintenance database the per-run databases are created from.
+const defaultPostgres = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+// options are the parsed flags.
+type options struct {
+	N            int           `json:"n"`
+	Warmup       int           `json:"warmup"`
+	Rooms        int           `json:"rooms"`
+	Engines      []engine      `json:"engines"`
+	JSONPath     string        `json:"-"`
+	Quick        bool          `json:"quick"`
+	Timeout      time.Duration `json:"-"`
+	IngestEvents int           `json:"ingest_events"`
+	StartupRuns  int           `json:"startup_runs"`
+	Postgres     string        `json:"-"` // may hold a password
+	Keep         bool          `json:"-"`
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	opts, code := parseFlags(args, stderr)
+	if code >= 0 {
+		return code
+	}
+	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stopSignals()
+	ctx, cancel := context.WithTimeoutCause(ctx, opts.Timeout, fmt.Errorf("overall -timeout %s passed", opts.Timeout))
+	defer cancel()
+
+	report, err := runBenchmark(ctx, opts, append([]string{"caseroom-bench"}, args...), stderr)
+	if report != nil && len(report.Engines) > 0 {
+		printMarkdown(stdout, report)
+		if opts.JSONPath != "" {
+			if werr := writeJSON(opts.JSONPath, report); werr != nil {
+				fmt.Fprintf(stderr, "caseroom-bench: %v\n", werr)
+				return 1
+			}
+			fmt.Fprintf(stderr, "Wrote %s\n", opts.JSONPath)
+		}
+	}
+	if err != nil {
+		if cause := context.Cause(ctx); ctx.Err() != nil && !strings.Contains(err.Error(), cause.Error()) {
+			err = fmt.Errorf("%w (%v)", err, cause)
+		}
+		fmt.Fprintf(stderr, "caseroom-bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// parseFlags returns the options, or an exit code >= 0 when the program should stop.
+func parseFlags(args []string, stderr io.Writer) (options, int) {
+	flags := flag.NewFlagSet("caseroom-bench", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	var opts options
+	flags.IntVar(&opts.N, "n", defaultN, "commands measured per latency scenario (after warm-up); across -rooms rooms the total is at least n")
+	flags.IntVar(&opts.Warmup, "warmup", defaultWarmup, "unmeasured commands per latency scenario before measuring")
+	flags.IntVar(&opts.Rooms, "rooms", defaultRooms, "rooms (one client each) of the concurrent latency scenarios")
+	dbList := flags.String("db", "sqlite,postgres", "database engines to measure caseroom on, comma-separated: sqlite, postgres")
+	flags.StringVar(&opts.JSONPath, "json", "", "also write the results as JSON to this file")
+	flags.BoolVar(&opts.Quick, "quick", false, fmt.Sprintf("smoke run: n=%d, warmup=%d, ingest-events=%d, startup-runs=%d unless given",
+		quickN, quickWarmup, quickIngestEvents, quickStartupRuns))
+	flags.DurationVar(&opts.Timeout, "timeout", 20*time.Minute, "stop everything and fail after this long")
+	flags.IntVar(&opts.IngestEvents, "ingest-events", defaultIngestEvents, "events posted per ingest scenario (in transactions of 50)")
+	flags.IntVar(&opts.StartupRuns, "startup-runs", defaultStartupRuns, "start-ups of caseroom on the migrated database to time")
+	flags.StringVar(&opts.Postgres, "postgres", envOr("CASEROOM_TEST_POSTGRES", defaultPostgres),
+		"PostgreSQL maintenance database URL; each run creates and drops its own database next to it")
+	flags.BoolVar(&opts.Keep, "keep", false, "keep the working directory (logs, configs, SQLite database) after the run")
+	flags.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: caseroom-bench [-quick] [-n 1000] [-warmup 50] [-rooms 16] [-db sqlite,postgres] [-json out.json]")
+		fmt.Fprintln(stderr, "Starts Dendrite and caseroom on loopback, measures latency, ingest, memory and start-up, prints a Markdown report.")
+		flags.PrintDefaults()
+	}
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return opts, 0
+		}
+		return opts, 2
+	}
+	if flags.NArg() > 0 {
+		fmt.Fprintf(stderr, "caseroom-bench: unexpected argument %q\n", flags.Arg(0))
+		flags.Usage()
+		return opts, 2
+	}
+	if opts.Quick {
+		given := map[string]bool{}
+		flags.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		quick := []struct {
+			name  string
+			value *int
+			quick int
+		}{
+			{"n", &opts.N, quickN},
+			{"warmup", &opts.Warmup, quickWarmup},
+			{"ingest-events", &opts.IngestEvents, quickIngestEvents},
+			{"startup-runs", &opts.StartupRuns, quickStartupRuns},
+		}
+		for _, q := range quick {
+			if !given[q.name] {
+				*q.value = q.quick
+			}
+		}
+	}
+	var problems []string
+	if opts.N < 1 {
+		problems = append(problems, "-n must be at least 1")
+	}
+	if opts.Warmup < 0 {
+		problems = append(problems, "-warmup must not be negative")
+	}
+	if opts.Rooms < 1 {
+		problems = append(problems, "-rooms must be at least 1")
+	}
+	if opts.IngestEvents < txnSize {
+		problems = append(problems, fmt.Sprintf("-ingest-events must be at least %d", txnSize))
+	}
+	if opts.StartupRuns < 1 {
+		problems = append(problems, "-startup-runs must be at least 1")
+	}
+	if opts.Timeout <= 0 {
+		problems = append(problems, "-timeout must be positive")
+	}
+	seen := map[engine]bool{}
+	for _, name := range strings.Split(*dbList, ",") {
+		eng := engine(strings.TrimSpace(strings.ToLower(name)))
+		switch {
+		case eng != engineSQLite && eng != enginePostgres:
+			problems = append(problems, fmt.Sprintf("-db: unknown engine %q (want sqlite or postgres)", name))
+		case !seen[eng]:
+			seen[eng] = true
+			opts.Engines = append(opts.Engines, eng)
+		}
+	}
+	if len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintf(stderr, "caseroom-bench: %s\n", p)
+		}
+		return opts, 2
+	}
+	return opts, -1
+}
+
+func envOr(name, fallback string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return fallback
+}
