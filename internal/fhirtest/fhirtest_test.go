@@ -1,0 +1,285 @@
+package fhirtest_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caseroom/caseroom/ehr"
+	"github.com/caseroom/caseroom/internal/fhirtest"
+	"github.com/caseroom/caseroom/internal/fhirtest/fhirtesting"
+)
+
+// The server's own behaviour, through plain HTTP: what the ehr tests rely on.
+
+type answer struct {
+	status int
+	header http.Header
+	body   map[string]any
+}
+
+func call(t *testing.T, method, u string, header map[string]string, body any) answer {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		raw, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, u, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/fhir+json")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	a := answer{status: resp.StatusCode, header: resp.Header}
+	raw, _ := io.ReadAll(resp.Body)
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &a.body); err != nil {
+			t.Fatalf("%s %s: %d %s", method, u, resp.StatusCode, raw)
+		}
+	}
+	return a
+}
+
+func observation(identifier string) map[string]any {
+	return map[string]any{
+		"resourceType": "Observation",
+		"status":       "final",
+		"identifier":   []any{map[string]any{"system": "urn:caseroom:observation", "value": identifier}},
+		"code":         map[string]any{"text": "test"},
+	}
+}
+
+func ifNoneExist(value string) string {
+	return "identifier=" + url.QueryEscape("urn:caseroom:observation|"+value)
+}
+
+func transaction(entries ...map[string]any) map[string]any {
+	var list []any
+	for _, e := range entries {
+		list = append(list, e)
+	}
+	return map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": list}
+}
+
+func conditionalEntry(value string) map[string]any {
+	return map[string]any{
+		"resource": observation(value),
+		"request":  map[string]any{"method": "POST", "url": "Observation", "ifNoneExist": ifNoneExist(value)},
+	}
+}
+
+func count(t *testing.T, srv *fhirtest.Server, value string) int {
+	t.Helper()
+	n, err := srv.Count(context.Background(), "Observation", url.Values{"identifier": {"urn:caseroom:observation|" + value}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestConditionalCreateHeader(t *testing.T) {
+	srv := fhirtesting.Shared(t)
+	h := map[string]string{"If-None-Exist": ifNoneExist("$a+b/c")}
+	first := call(t, "POST", srv.URL+"/Observation", h, observation("$a+b/c"))
+	second := call(t, "POST", srv.URL+"/Observation", h, observation("$a+b/c"))
+	if first.status != 201 || second.status != 200 || first.body["id"] != second.body["id"] {
+		t.Fatalf("statuses %d, %d; ids %v, %v", first.status, second.status, first.body["id"], second.body["id"])
+	}
+	if !strings.HasPrefix(first.header.Get("ETag"), `W/"`) || !strings.Contains(first.header.Get("Location"), "/Observation/") {
+		t.Errorf("headers %v", first.header)
+	}
+	if n := count(t, srv, "$a+b/c"); n != 1 {
+		t.Errorf("%d stored, want 1", n)
+	}
+}
+
+func TestTransactionsAreAtomic(t *testing.T) {
+	srv := fhirtesting.Shared(t)
+	// Two resources with the same identifier make a later conditional create on it fail (multiple matches).
+	for range 2 {
+		call(t, "POST", srv.URL+"/Observation", nil, observation("dup"))
+	}
+	a := call(t, "POST", srv.URL, nil, transaction(conditionalEntry("new"), conditionalEntry("dup")))
+	if a.status != http.StatusPreconditionFailed {
+		t.Fatalf("status %d %v, want 412", a.status, a.body)
+	}
+	if n := count(t, srv, "new"); n != 0 {
+		t.Errorf("the failed transaction left %d resources behind", n)
+	}
+
+	invalid := conditionalEntry("invalid")
+	delete(invalid["resource"].(map[string]any), "code")
+	a = call(t, "POST", srv.URL, nil, transaction(conditionalEntry("new"), invalid))
+	issue := fmt.Sprint(a.body["issue"])
+	if a.status != 400 || !strings.Contains(issue, "Bundle.entry[1].resource.code") {
+		t.Fatalf("status %d %s, want 400 pointing at entry 1", a.status, issue)
+	}
+	if n := count(t, srv, "new"); n != 0 {
+		t.Errorf("the invalid transaction left %d resources behind", n)
+	}
+}
+
+func TestTransactionEntryLimit(t *testing.T) {
+	srv := fhirtesting.Shared(t)
+	var entries []map[string]any
+	for i := range 9 {
+		entries = append(entries, conditionalEntry(fmt.Sprint("e", i)))
+	}
+	if a := call(t, "POST", srv.URL, nil, transaction(entries[:8]...)); a.status != 200 || a.body["type"] != "transaction-response" {
+		t.Fatalf("8 conditional creates: %d %v", a.status, a.body)
+	}
+	if a := call(t, "POST", srv.URL, nil, transaction(entries...)); a.status != 400 || !strings.Contains(fmt.Sprint(a.body), "too many entries") {
+		t.Fatalf("9 conditional creates: %d %v, want 400 (Medplum's limit)", a.status, a.body)
+	}
+}
+
+func TestUpdateIfMatchAndHistory(t *testing.T) {
+	srv := fhirtesting.Shared(t)
+	created := call(t, "POST", srv.URL+"/Observation", nil, observation("u"))
+	id := created.body["id"].(string)
+	version := created.body["meta"].(map[string]any)["versionId"].(string)
+	res := created.body
+	for _, ifMatch := range []string{`W/"stale"`, "stale"} { // a bare value is checked too
+		if a := call(t, "PUT", srv.URL+"/Observation/"+id, map[string]string{"If-Match": ifMatch}, res); a.status != 412 {
+			t.Errorf("If-Match %s: %d, want 412", ifMatch, a.status)
+		}
+	}
+	if a := call(t, "PUT", srv.URL+"/Observation/"+id, map[string]string{"If-Match": `W/"` + version + `"`}, res); a.status != 200 {
+		t.Fatalf("If-Match current version: %d %v", a.status, a.body)
+	}
+	history := call(t, "GET", srv.URL+"/Observation/"+id+"/_history", nil, nil)
+	if entries, _ := history.body["entry"].([]any); len(entries) != 2 {
+		t.Errorf("history has %d versions, want 2", len(entries))
+	}
+	if a := call(t, "GET", srv.URL+"/Observation/"+id+"/_history/"+version, nil, nil); a.status != 200 {
+		t.Errorf("vread: %d", a.status)
+	}
+}
+
+func TestFailAndReset(t *testing.T) {
+	srv := fhirtesting.Shared(t)
+	ctx := context.Background()
+	call(t, "POST", srv.URL+"/Observation", nil, observation("r"))
+	if err := srv.Fail(ctx, 503, 2, 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		a := call(t, "GET", srv.URL+"/Observation", nil, nil)
+		if a.status != 503 || a.header.Get("Retry-After") != "3" || a.body["resourceType"] != "OperationOutcome" {
+			t.Fatalf("request %d: %d %v %v", i, a.status, a.header, a.body)
+		}
+	}
+	if a := call(t, "GET", srv.URL+"/Observation", nil, nil); a.status != 200 {
+		t.Fatalf("third request: %d", a.status)
+	}
+	if err := srv.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, srv, "r"); n != 0 {
+		t.Errorf("%d resources after Reset", n)
+	}
+	if a := call(t, "GET", srv.URL+"/metadata", nil, nil); a.status != 200 || a.body["fhirVersion"] != "4.0.1" {
+		t.Errorf("metadata: %d %v", a.status, a.body)
+	}
+}
+
+func TestTokenEndpoint(t *testing.T) {
+	srv := fhirtesting.Shared(t)
+	ctx := context.Background()
+	key, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := &ehr.SMARTBackendAuth{ClientID: "c1", TokenURL: srv.TokenURL, Key: key}
+	jwks := httptest.NewServer(auth.JWKSHandler())
+	defer jwks.Close()
+	if err := srv.RegisterSMARTClient(ctx, "c1", jwks.URL); err != nil {
+		t.Fatal(err)
+	}
+	post := func(form url.Values) answer {
+		resp, err := http.PostForm(srv.TokenURL, form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		a := answer{status: resp.StatusCode}
+		_ = json.NewDecoder(resp.Body).Decode(&a.body)
+		return a
+	}
+	assertion, err := auth.Assertion()
+	if err != nil {
+		t.Fatal(err)
+	}
+	form := url.Values{
+		"grant_type":            {"client_credentials"},
+		"scope":                 {"system/*.read"},
+		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
+		"client_assertion":      {assertion},
+	}
+	ok := post(form)
+	if ok.status != 200 || ok.body["token_type"] != "bearer" || ok.body["expires_in"] != 300.0 || ok.body["access_token"] == "" {
+		t.Fatalf("token: %d %v", ok.status, ok.body)
+	}
+	if replay := post(form); replay.status != 401 || !strings.Contains(fmt.Sprint(replay.body), "jti was already used") {
+		t.Errorf("replayed assertion: %d %v", replay.status, replay.body)
+	}
+	bad := url.Values{"grant_type": {"password"}}
+	if a := post(bad); a.status != 400 || a.body["error"] != "unsupported_grant_type" {
+		t.Errorf("password grant: %d %v", a.status, a.body)
+	}
+	fresh, _ := auth.Assertion()
+	parts := strings.Split(fresh, ".")
+	form.Set("client_assertion", parts[0]+"."+parts[1]+"."+strings.Repeat("A", len(parts[2])))
+	if a := post(form); a.status != 401 || !strings.Contains(fmt.Sprint(a.body), "signature does not verify") {
+		t.Errorf("bad signature: %d %v", a.status, a.body)
+	}
+
+	if a := call(t, "GET", srv.URL+"/Patient", nil, nil); a.status != 401 {
+		t.Errorf("FHIR without a token: %d", a.status)
+	}
+	token := ok.body["access_token"].(string)
+	if a := call(t, "GET", srv.URL+"/Patient", map[string]string{"Authorization": "Bearer " + token}, nil); a.status != 200 {
+		t.Errorf("FHIR with the token: %d %v", a.status, a.body)
+	}
+}
+
+func TestStartStop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a second server")
+	}
+	srv := fhirtesting.Start(t)
+	if err := srv.Reset(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	srv.Stop() // twice is fine
+	if _, err := http.Get(srv.URL + "/metadata"); err == nil {
+		t.Error("the server still answers after Stop")
+	}
+	start := time.Now()
+	if err := fhirtest.EnsureInstalled(context.Background()); err != nil || time.Since(start) > 2*time.Second {
+		t.Errorf("EnsureInstalled on an installed tree: %v after %v", err, time.Since(start))
+	}
+}
