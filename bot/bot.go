@@ -35,6 +35,11 @@ type MembershipHandler interface {
 	HandleMembership(ctx context.Context, turn *Turn) error
 }
 
+// RedactionHandler is told when a message in one of the bot's rooms was redacted (deleted).
+type RedactionHandler interface {
+	HandleRedaction(ctx context.Context, turn *Turn, redacted id.EventID) error
+}
+
 // Bot is a running caseroom appservice.
 type Bot struct {
 	Config  *config.Config

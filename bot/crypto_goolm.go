@@ -37,14 +37,15 @@ const (
 const deviceDisplayName = "caseroom"
 
 // deviceSyncFilter keeps the device's /sync down to what end-to-end encryption needs: to-device events (room keys),
-// device list changes and one-time key counts, which no filter removes. Room events are left out: the appservice
-// transactions deliver them, and the processor keeps the state store up to date.
+// device list changes and one-time key counts, which no filter removes. Room events are left out — the appservice
+// transactions deliver them, and the processor keeps the state store up to date — except redactions: Dendrite never
+// pushes those to appservices, so the device's sync puts them into the inbox (deduplicated by event ID, so a
+// homeserver that does push them causes no second processing).
 const deviceSyncFilter = `{
 	"presence": {"types": []},
 	"account_data": {"types": []},
 	"room": {
-		"rooms": [],
-		"timeline": {"types": [], "limit": 1},
+		"timeline": {"types": ["m.room.redaction"], "limit": 100},
 		"state": {"types": []},
 		"ephemeral": {"types": []},
 		"account_data": {"types": []}
@@ -215,12 +216,51 @@ func (d *cryptoDevice) syncLoop(ctx context.Context, filterID string) {
 		// A response is handled completely even when the bot is stopping, so that no room key is lost.
 		procCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		d.mach.ProcessSyncResponse(procCtx, resp, since)
+		if err = d.storeRoomEvents(procCtx, resp); err != nil {
+			cancel()
+			log.Warn().Err(err).Msg("Failed to store room events from the device's sync, will retry")
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
 		if err = d.cli.Store.SaveNextBatch(procCtx, d.cli.UserID, resp.NextBatch); err != nil {
 			log.Warn().Err(err).Msg("Failed to store the device's sync token")
 		}
 		cancel()
 		since = resp.NextBatch
 	}
+}
+
+// storeRoomEvents puts the room events of a device sync (redactions, see deviceSyncFilter) into the inbox and wakes
+// their rooms.
+func (d *cryptoDevice) storeRoomEvents(ctx context.Context, resp *mautrix.RespSync) error {
+	var events []*store.InboxEvent
+	now := time.Now()
+	for roomID, room := range resp.Rooms.Join {
+		for _, evt := range room.Timeline.Events {
+			if evt.Type != event.EventRedaction || evt.Sender == d.bot.BotID() {
+				continue
+			}
+			evt.RoomID = roomID
+			raw, err := json.Marshal(evt)
+			if err != nil {
+				return err
+			}
+			events = append(events, &store.InboxEvent{EventID: evt.ID, RoomID: roomID, Sender: evt.Sender, Type: evt.Type.Type,
+				OriginTS: evt.Timestamp, Raw: raw, ReceivedAt: now})
+		}
+	}
+	rooms, err := d.bot.Store.Inbox.Add(ctx, events)
+	if err != nil {
+		return err
+	}
+	for _, roomID := range rooms {
+		d.bot.proc.wake(roomID)
+	}
+	return nil
 }
 
 func (d *cryptoDevice) decrypt(ctx context.Context, evt *event.Event) (*event.Event, error) {

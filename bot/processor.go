@@ -255,6 +255,15 @@ func (b *Bot) handle(ctx context.Context, turn *Turn) (err error) {
 		return nil
 	case evt.Sender == b.BotID():
 		return nil
+	case evt.Type == event.EventRedaction:
+		redacted := evt.Redacts
+		if redacted == "" {
+			redacted = evt.Content.AsRedaction().Redacts
+		}
+		if rh, ok := b.Handler.(RedactionHandler); ok && redacted != "" {
+			return rh.HandleRedaction(ctx, turn, redacted)
+		}
+		return nil
 	case evt.Type == event.EventEncrypted:
 		return b.handleEncrypted(ctx, turn)
 	case evt.Type == event.EventMessage && b.Handler != nil:

@@ -89,6 +89,29 @@ func checkAccess(cmd *Command, rc *RoomContext, botID id.UserID) (outcome, why s
 		if !rc.IsClinician || !rc.OnTeam {
 			return "refused:role", fmt.Sprintf("⛔ Only clinicians on this case's care team can run %s.", name)
 		}
+	case OwnPatientRoom:
+		if rc.Kind != RoomPatient {
+			return "refused:room", fmt.Sprintf("⛔ %s works only in your patient room.", name)
+		}
+		if !rc.IsPatient {
+			return "refused:role", fmt.Sprintf("⛔ Only this room's patient can run %s. Clinicians record check-ins with `/checkin for @patient ...`.", name)
+		}
+	case CareTeamAnyRoom:
+		if rc.Kind != RoomCase && rc.Kind != RoomPatient {
+			return "refused:room", fmt.Sprintf("⛔ %s works only in a case room or a patient room.", name)
+		}
+		if !rc.IsClinician || !rc.OnTeam {
+			return "refused:role", fmt.Sprintf("⛔ Only clinicians on this case's care team can run %s.", name)
+		}
+	case CaseMember:
+		switch {
+		case rc.Kind != RoomCase && rc.Kind != RoomPatient:
+			return "refused:room", fmt.Sprintf("⛔ %s works only in a case room or a patient room.", name)
+		case rc.Kind == RoomCase && !(rc.IsClinician && rc.OnTeam):
+			return "refused:role", fmt.Sprintf("⛔ Only clinicians on this case's care team can run %s.", name)
+		case rc.Kind == RoomPatient && !rc.IsPatient && !(rc.IsClinician && rc.OnTeam):
+			return "refused:role", fmt.Sprintf("⛔ Only this room's patient and the care team can run %s.", name)
+		}
 	case AdminDirect:
 		if !rc.IsAdmin {
 			return "refused:role", fmt.Sprintf("⛔ Only admins can run %s.", name)

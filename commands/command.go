@@ -50,6 +50,12 @@ const (
 	ClinicianDirect
 	// CareTeam is a clinician on the case's care team, in the case room.
 	CareTeam
+	// OwnPatientRoom is the patient of a patient room, in that room.
+	OwnPatientRoom
+	// CareTeamAnyRoom is a clinician on the care team, in the case room or the patient room.
+	CareTeamAnyRoom
+	// CaseMember is the care team in the case room, or the patient and the care team in the patient room.
+	CaseMember
 	// AdminDirect is an admin in a direct chat with the bot (the admin room).
 	AdminDirect
 )
@@ -62,6 +68,12 @@ func (a Access) String() string {
 		return "registered clinicians, in a direct chat with the bot"
 	case CareTeam:
 		return "the case's care team, in its case room"
+	case OwnPatientRoom:
+		return "the patient, in their patient room"
+	case CareTeamAnyRoom:
+		return "the case's care team, in its case room or patient room"
+	case CaseMember:
+		return "the care team in the case room; the patient and the care team in the patient room"
 	case AdminDirect:
 		return "admins, in a direct chat with the bot"
 	default:

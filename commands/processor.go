@@ -23,13 +23,18 @@ type Processor struct {
 	told   map[string]bool // room|user pairs already told that their server is not allowed
 }
 
-var _ bot.MessageHandler = (*Processor)(nil)
+var (
+	_ bot.MessageHandler    = (*Processor)(nil)
+	_ bot.MembershipHandler = (*Processor)(nil)
+	_ bot.RedactionHandler  = (*Processor)(nil)
+)
 
 // New makes a processor with caseroom's commands.
 func New() *Processor {
 	p := &Processor{byName: make(map[string]*Command), told: make(map[string]bool)}
 	p.register(cmdPing, p.helpCommand())
 	p.register(caseCommands...)
+	p.register(checkinCommands...)
 	p.register(adminCommands...)
 	return p
 }
@@ -113,7 +118,13 @@ func findSub(cmd *Command, name string) *Command {
 // left alone.
 func (p *Processor) HandleMessage(ctx context.Context, turn *bot.Turn) error {
 	content := turn.Event.Content.AsMessage()
-	if content.MsgType != event.MsgText || content.RelatesTo.GetReplaceID() != "" {
+	if original := content.RelatesTo.GetReplaceID(); original != "" {
+		if content.NewContent == nil || content.NewContent.MsgType != event.MsgText {
+			return nil
+		}
+		return p.handleCheckInEdit(ctx, turn, original, content.NewContent.Body)
+	}
+	if content.MsgType != event.MsgText {
 		return nil
 	}
 	var cmd *Command

@@ -21,6 +21,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/caseroom/caseroom/care"
 )
 
 //go:embed example.yaml
@@ -59,6 +61,7 @@ type Config struct {
 	Timezone       string           `yaml:"timezone"`
 	Logging        LoggingConfig    `yaml:"logging"`
 	Encryption     EncryptionConfig `yaml:"encryption"`
+	CheckIns       CheckInConfig    `yaml:"checkins"`
 	EHR            EHRConfig        `yaml:"ehr"`
 
 	loc *time.Location // set by Validate
@@ -113,6 +116,42 @@ type LoggingConfig struct {
 }
 
 // EncryptionConfig is the encryption section.
+// CheckInConfig holds the plausibility ranges and default alert thresholds of check-ins.
+type CheckInConfig struct {
+	Ranges          map[string]RangeConfig `yaml:"ranges"`
+	AlertThresholds []string               `yaml:"alert_thresholds"`
+}
+
+// RangeConfig is one plausibility range.
+type RangeConfig struct {
+	Min  float64 `yaml:"min"`
+	Max  float64 `yaml:"max"`
+	Unit string  `yaml:"unit"`
+}
+
+// CheckInRanges are the configured plausibility ranges over the built-in ones.
+func (c *Config) CheckInRanges() care.Ranges {
+	ranges := care.DefaultRanges()
+	for key, rg := range c.CheckIns.Ranges {
+		ranges[care.Kind(key)] = care.Range{Min: rg.Min, Max: rg.Max, Unit: rg.Unit}
+	}
+	return ranges
+}
+
+// AlertThresholds are the configured default thresholds, or the built-in ones when none are configured.
+func (c *Config) AlertThresholds() []care.Threshold {
+	if len(c.CheckIns.AlertThresholds) == 0 {
+		return care.DefaultThresholds()
+	}
+	out := make([]care.Threshold, 0, len(c.CheckIns.AlertThresholds))
+	for _, text := range c.CheckIns.AlertThresholds {
+		if th, err := care.ParseThreshold(text); err == nil {
+			out = append(out, th)
+		}
+	}
+	return out
+}
+
 type EncryptionConfig struct {
 	// Require refuses PHI commands in unencrypted rooms.
 	Require   bool   `yaml:"require"`

@@ -12,6 +12,8 @@ import (
 
 	"maunium.net/go/mautrix/crypto/utils"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/caseroom/caseroom/care"
 )
 
 // MinSecretLength is the minimum length of as_token, hs_token and pickle_key.
@@ -48,6 +50,7 @@ func (p *problems) add(key, problem string) {
 func (c *Config) Validate() error {
 	var p problems
 
+	c.validateCheckIns(&p)
 	p.httpURL("homeserver.url", c.Homeserver.URL)
 	switch {
 	case c.Homeserver.Domain == "":
@@ -244,4 +247,19 @@ func redactUserinfo(value string) string {
 		return value
 	}
 	return u.Redacted()
+}
+
+func (c *Config) validateCheckIns(p *problems) {
+	ranges := care.Ranges{}
+	for key, rg := range c.CheckIns.Ranges {
+		ranges[care.Kind(key)] = care.Range{Min: rg.Min, Max: rg.Max, Unit: rg.Unit}
+	}
+	for _, fe := range care.FieldErrors(ranges.Validate()) {
+		p.add("checkins."+strings.TrimPrefix(fe.Field, "checkins."), fe.Error())
+	}
+	for i, text := range c.CheckIns.AlertThresholds {
+		if _, err := care.ParseThreshold(text); err != nil {
+			p.got(fmt.Sprintf("checkins.alert_thresholds[%d]", i), err.Error(), text)
+		}
+	}
 }

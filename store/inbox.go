@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.mau.fi/util/dbutil"
@@ -27,10 +28,6 @@ type InboxQuery struct {
 }
 
 const (
-	insertInboxQuery = `
-		INSERT INTO inbox (event_id, room_id, sender, event_type, origin_ts, raw, received_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
-		ON CONFLICT (event_id) DO NOTHING`
 	pendingInboxQuery = `
 		SELECT seq, event_id, room_id, sender, event_type, origin_ts, raw, received_at
 		FROM inbox WHERE room_id = $1 AND processed_at IS NULL ORDER BY seq LIMIT $2`
@@ -40,22 +37,50 @@ const (
 	outcomeByEventQuery = `SELECT COALESCE(outcome, '') FROM inbox WHERE event_id = $1`
 )
 
-// Add stores events in one database transaction. Events already in the inbox (same event ID) are skipped; the
-// room IDs that received new events are returned so that their processing can be woken up.
+// Add stores events with one multi-row statement per batch, in one database transaction. Events already in the
+// inbox (same event ID) are skipped; the room IDs that received new events are returned so that their processing
+// can be woken up.
 func (q *InboxQuery) Add(ctx context.Context, events []*InboxEvent) (newRooms []id.RoomID, err error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	events = uniqueEvents(events)
 	seen := make(map[id.RoomID]struct{})
 	err = q.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		for _, evt := range events {
-			res, err := q.db.Exec(ctx, insertInboxQuery, evt.EventID, evt.RoomID, evt.Sender, evt.Type, evt.OriginTS,
-				string(evt.Raw), evt.ReceivedAt.UnixMilli())
-			if err != nil {
-				return fmt.Errorf("failed to store event %s: %w", evt.EventID, err)
-			}
-			if n, _ := res.RowsAffected(); n > 0 {
-				if _, ok := seen[evt.RoomID]; !ok {
-					seen[evt.RoomID] = struct{}{}
-					newRooms = append(newRooms, evt.RoomID)
+		for start := 0; start < len(events); start += inboxInsertBatch {
+			batch := events[start:min(start+inboxInsertBatch, len(events))]
+			var sb strings.Builder
+			sb.WriteString("INSERT INTO inbox (event_id, room_id, sender, event_type, origin_ts, raw, received_at) VALUES ")
+			args := make([]any, 0, len(batch)*7)
+			for i, evt := range batch {
+				if i > 0 {
+					sb.WriteString(", ")
 				}
+				n := len(args)
+				fmt.Fprintf(&sb, "($%d, $%d, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7)
+				args = append(args, evt.EventID, evt.RoomID, evt.Sender, evt.Type, evt.OriginTS, string(evt.Raw), evt.ReceivedAt.UnixMilli())
+			}
+			sb.WriteString(" ON CONFLICT (event_id) DO NOTHING RETURNING room_id")
+			rows, err := q.db.Query(ctx, sb.String(), args...)
+			if err != nil {
+				return fmt.Errorf("failed to store events: %w", err)
+			}
+			for rows.Next() {
+				var roomID id.RoomID
+				if err = rows.Scan(&roomID); err != nil {
+					_ = rows.Close()
+					return err
+				}
+				if _, ok := seen[roomID]; !ok {
+					seen[roomID] = struct{}{}
+					newRooms = append(newRooms, roomID)
+				}
+			}
+			if err = rows.Close(); err != nil {
+				return err
+			}
+			if err = rows.Err(); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -65,6 +90,22 @@ func (q *InboxQuery) Add(ctx context.Context, events []*InboxEvent) (newRooms []
 	}
 	return newRooms, nil
 }
+
+// uniqueEvents drops repeats of an event ID within one batch (a homeserver may re-form a batch with repeats).
+func uniqueEvents(events []*InboxEvent) []*InboxEvent {
+	ids := make(map[id.EventID]struct{}, len(events))
+	out := events[:0:0]
+	for _, evt := range events {
+		if _, dup := ids[evt.EventID]; !dup {
+			ids[evt.EventID] = struct{}{}
+			out = append(out, evt)
+		}
+	}
+	return out
+}
+
+// inboxInsertBatch keeps a multi-row insert under SQLite's limit of bound parameters.
+const inboxInsertBatch = 100
 
 // Pending returns up to limit unprocessed events of a room in arrival order.
 func (q *InboxQuery) Pending(ctx context.Context, roomID id.RoomID, limit int) ([]*InboxEvent, error) {

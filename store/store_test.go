@@ -45,7 +45,8 @@ func TestInbox(t *testing.T) {
 			t.Fatalf("new rooms = %v, want !a and !b", rooms)
 		}
 		// The same events again (a replayed or re-formed transaction) plus one new one.
-		rooms, err = st.Inbox.Add(ctx, []*store.InboxEvent{inboxEvent("$3", "!a:hs", 3), inboxEvent("$1", "!a:hs", 1), inboxEvent("$4", "!b:hs", 4)})
+		rooms, err = st.Inbox.Add(ctx, []*store.InboxEvent{inboxEvent("$3", "!a:hs", 3), inboxEvent("$1", "!a:hs", 1),
+			inboxEvent("$4", "!b:hs", 4), inboxEvent("$4", "!b:hs", 4)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -56,6 +57,9 @@ func TestInbox(t *testing.T) {
 		pending, err := st.Inbox.Pending(ctx, "!a:hs", 10)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if pendingB, _ := st.Inbox.Pending(ctx, "!b:hs", 10); len(pendingB) != 2 {
+			t.Fatalf("pending in !b = %d events, want $2 and $4 once each", len(pendingB))
 		}
 		if len(pending) != 2 || pending[0].EventID != "$1" || pending[1].EventID != "$3" {
 			t.Fatalf("pending in !a = %+v, want $1 then $3 exactly once", pending)
