@@ -34,6 +34,7 @@ func New() *Processor {
 	p := &Processor{byName: make(map[string]*Command), told: make(map[string]bool)}
 	p.register(cmdPing, p.helpCommand())
 	p.register(caseCommands...)
+	p.register(planCommands...)
 	p.register(checkinCommands...)
 	p.register(adminCommands...)
 	return p

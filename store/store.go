@@ -41,6 +41,7 @@ type Store struct {
 	Cases    *CaseQuery
 	Audit    *AuditQuery
 	Effects  *EffectQuery
+	Plans    *PlanQuery
 	CheckIns *CheckInQuery
 
 	// InstanceID is a random id made when the database was created; it keeps outgoing transaction IDs unique
@@ -82,6 +83,7 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*Store, error) {
 	st.Cases = &CaseQuery{db: db}
 	st.Audit = &AuditQuery{db: db}
 	st.Effects = &EffectQuery{db: db}
+	st.Plans = &PlanQuery{db: db}
 	st.CheckIns = &CheckInQuery{db: db}
 	if st.InstanceID, err = loadInstanceID(ctx, db); err != nil {
 		_ = db.Close()
