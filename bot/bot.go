@@ -19,6 +19,7 @@ import (
 	"maunium.net/go/mautrix/sqlstatestore"
 
 	"github.com/caseroom/caseroom/config"
+	"github.com/caseroom/caseroom/ehr"
 	"github.com/caseroom/caseroom/store"
 )
 
@@ -40,6 +41,17 @@ type RedactionHandler interface {
 	HandleRedaction(ctx context.Context, turn *Turn, redacted id.EventID) error
 }
 
+// ReactionHandler is told about reactions (m.reaction annotations) in the bot's rooms, e.g. to acknowledge an alert.
+type ReactionHandler interface {
+	HandleReaction(ctx context.Context, turn *Turn) error
+}
+
+// PollResponseHandler is told about votes in polls (MSC3381 org.matrix.msc3381.poll.response), e.g. the answers to
+// a guided check-in's questions. Like HandleMessage, it queues its effects on the turn.
+type PollResponseHandler interface {
+	HandlePollResponse(ctx context.Context, turn *Turn) error
+}
+
 // Bot is a running caseroom appservice.
 type Bot struct {
 	Config  *config.Config
@@ -49,8 +61,15 @@ type Bot struct {
 	Log     zerolog.Logger
 	Started time.Time
 	Version string
+	// EHR is the FHIR client, nil when no EHR is configured.
+	EHR *ehr.Client
+	// KickEHR, when set, makes the EHR outbox look for new records at once (called after turns that queued some).
+	KickEHR func()
 	// CommandSpecs are the MSC4391 command descriptions published in the rooms the bot creates or joins.
 	CommandSpecs []*cmdschema.EventContent
+	// Now is the clock of scheduled work (reminders, missed check-ins, alert escalations): time.Now, or in test
+	// builds a clock the test controls.
+	Now func() time.Time
 
 	stateStore *sqlstatestore.SQLStateStore
 	e2ee       encryption // nil without end-to-end encryption
@@ -58,8 +77,10 @@ type Bot struct {
 	server     *http.Server
 	listener   net.Listener
 	stopOnce   sync.Once
+	routes     []route
 	failMu     sync.Mutex
 	failures   map[int64]int // inbox seq -> failed attempts, for giving up on events that fail for good
+	sched      scheduler
 	stop       context.CancelFunc
 	ctx        context.Context
 }
@@ -79,6 +100,7 @@ func New(cfg *config.Config, st *store.Store, log zerolog.Logger) (*Bot, error) 
 	as.Log = log.With().Str("component", "appservice").Logger()
 	b := &Bot{Config: cfg, Store: st, AS: as, Log: log, stateStore: stateStore}
 	b.proc = newProcessor(b)
+	b.Now = systemClock()
 	return b, nil
 }
 
@@ -108,6 +130,7 @@ func (b *Bot) Start(ctx context.Context) error {
 	if err := b.proc.resume(b.ctx); err != nil {
 		return fmt.Errorf("failed to resume processing: %w", err)
 	}
+	b.startScheduler()
 	b.AS.Ready = true
 	b.Log.Info().Str("bot", b.Config.BotMXID().String()).Str("listen", b.Addr()).Msg("caseroom is ready")
 	return nil
@@ -168,10 +191,27 @@ func (b *Bot) Stop() {
 			b.stop()
 		}
 		b.proc.wait()
+		b.sched.wg.Wait()
 		if b.e2ee != nil {
 			b.e2ee.wait()
 		}
 	})
+}
+
+// Wake makes the bot send what is queued for a room (used by workers outside the event processing, such as the
+// EHR outbox, after they queued a notice).
+func (b *Bot) Wake(roomID id.RoomID) {
+	b.proc.wake(roomID)
+}
+
+// Handle adds an HTTP route to the bot's listener (e.g. the JWKS of SMART Backend Services). Call it before Start.
+func (b *Bot) Handle(pattern string, handler http.Handler) {
+	b.routes = append(b.routes, route{pattern, handler})
+}
+
+type route struct {
+	pattern string
+	handler http.Handler
 }
 
 // BotID is the bot's Matrix user ID.

@@ -204,8 +204,14 @@ func (b *Bot) process(ctx context.Context, stored *store.InboxEvent) error {
 			}
 		}
 		for _, out := range turn.out {
-			if _, err := b.Store.Outgoing.Add(ctx, out.roomID, out.evtType, out.content, evt.ID); err != nil {
+			seq, err := b.Store.Outgoing.Add(ctx, out.roomID, out.evtType, out.content, evt.ID)
+			if err != nil {
 				return err
+			}
+			if out.onQueued != nil {
+				if err = out.onQueued(ctx, seq); err != nil {
+					return err
+				}
 			}
 		}
 		marked, err := b.Store.Inbox.MarkProcessed(ctx, stored.Seq, turn.Outcome)
@@ -226,6 +232,9 @@ func (b *Bot) process(ctx context.Context, stored *store.InboxEvent) error {
 		if out.roomID != stored.RoomID {
 			b.proc.wake(out.roomID)
 		}
+	}
+	for _, fn := range turn.after {
+		fn()
 	}
 	log.Debug().Str("outcome", turn.Outcome).Msg("Processed event")
 	return nil
@@ -266,8 +275,18 @@ func (b *Bot) handle(ctx context.Context, turn *Turn) (err error) {
 		return nil
 	case evt.Type == event.EventEncrypted:
 		return b.handleEncrypted(ctx, turn)
+	case evt.Type == event.EventReaction:
+		if rh, ok := b.Handler.(ReactionHandler); ok {
+			return rh.HandleReaction(ctx, turn)
+		}
+		return nil
 	case evt.Type == event.EventMessage && b.Handler != nil:
 		return b.Handler.HandleMessage(ctx, turn)
+	case evt.Type == event.EventUnstablePollResponse:
+		if ph, ok := b.Handler.(PollResponseHandler); ok {
+			return ph.HandlePollResponse(ctx, turn)
+		}
+		return nil
 	}
 	return nil
 }

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rs/zerolog"
 	"go.mau.fi/util/exhttp"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
@@ -43,6 +42,9 @@ type eventHeader struct {
 func (b *Bot) listen() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", b.putTransaction)
+	for _, r := range b.routes {
+		mux.Handle(r.pattern, r.handler)
+	}
 	mux.Handle("/", b.AS.Router)
 	listener, err := net.Listen("tcp", b.Config.Appservice.Listen)
 	if err != nil {
@@ -98,13 +100,19 @@ func (b *Bot) putTransaction(w http.ResponseWriter, r *http.Request) {
 		mautrix.MUnknown.WithMessage("Failed to read transaction body").Write(w)
 		return
 	}
-	var txn transaction
-	if err = json.Unmarshal(body, &txn); err != nil {
+	events, total, skipped, err := decodeTransaction(body, b.BotID(), time.Now())
+	if err != nil {
 		log.Warn().Err(err).Msg("Rejected malformed transaction")
-		mautrix.MNotJSON.WithMessage("Transaction body is not valid JSON: %v", err).Write(w)
+		if json.Valid(body) {
+			mautrix.MBadJSON.WithMessage("Transaction body is not a transaction: %v", err).Write(w)
+		} else {
+			mautrix.MNotJSON.WithMessage("Transaction body is not valid JSON: %v", err).Write(w)
+		}
 		return
 	}
-	events := b.inboxEvents(log, txn.Events)
+	for _, i := range skipped {
+		log.Warn().Int("index", i).Msg("Skipped transaction entry that is not a room event")
+	}
 	rooms, err := b.Store.Inbox.Add(r.Context(), events)
 	if err != nil {
 		// Not acknowledged: the homeserver will send the transaction again.
@@ -113,24 +121,34 @@ func (b *Bot) putTransaction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exhttp.WriteEmptyJSONResponse(w, http.StatusOK)
-	log.Debug().Int("events", len(txn.Events)).Int("stored", len(events)).Msg("Stored transaction")
+	log.Debug().Int("events", total).Int("stored", len(events)).Msg("Stored transaction")
 	for _, roomID := range rooms {
 		b.proc.wake(roomID)
 	}
 }
 
+// decodeTransaction reads a transaction body and picks the events to store (see inboxEvents), received now. It
+// fails only when the body is not a JSON transaction; it returns how many entries the transaction held and the
+// indexes of the entries it skipped because they are not room events.
+func decodeTransaction(body []byte, botID id.UserID, now time.Time) (events []*store.InboxEvent, total int, skipped []int, err error) {
+	var txn transaction
+	if err = json.Unmarshal(body, &txn); err != nil {
+		return nil, 0, nil, err
+	}
+	events, skipped = inboxEvents(txn.Events, botID, now)
+	return events, len(txn.Events), skipped, nil
+}
+
 // inboxEvents picks the events the bot must process: everything in a room except the bot's own messages (its own
 // state events are kept: they tell it which rooms it is in). Events are ordered by origin timestamp, since a
-// homeserver that re-forms a failed batch may change their order. An entry that is not a room event is logged and
-// skipped: rejecting the whole transaction would make the homeserver resend it forever.
-func (b *Bot) inboxEvents(log zerolog.Logger, raw []json.RawMessage) []*store.InboxEvent {
-	now := time.Now()
-	botID := b.BotID()
-	events := make([]*store.InboxEvent, 0, len(raw))
+// homeserver that re-forms a failed batch may change their order. An entry that is not a room event is skipped (and
+// its index returned for the log): rejecting the whole transaction would make the homeserver resend it forever.
+func inboxEvents(raw []json.RawMessage, botID id.UserID, now time.Time) (events []*store.InboxEvent, skipped []int) {
+	events = make([]*store.InboxEvent, 0, len(raw))
 	for i, data := range raw {
 		var hdr eventHeader
 		if err := json.Unmarshal(data, &hdr); err != nil || hdr.ID == "" || hdr.RoomID == "" || hdr.Sender == "" || hdr.Type == "" {
-			log.Warn().Int("index", i).Msg("Skipped transaction entry that is not a room event")
+			skipped = append(skipped, i)
 			continue
 		}
 		if hdr.Sender == botID && hdr.StateKey == nil {
@@ -144,5 +162,5 @@ func (b *Bot) inboxEvents(log zerolog.Logger, raw []json.RawMessage) []*store.In
 	slices.SortStableFunc(events, func(a, b *store.InboxEvent) int {
 		return cmp.Compare(a.OriginTS, b.OriginTS)
 	})
-	return events
+	return events, skipped
 }

@@ -20,12 +20,20 @@ type Turn struct {
 
 	writes []func(ctx context.Context) error
 	out    []queuedEvent
+	after  []func()
+}
+
+// AfterCommit queues a function to run once the turn's transaction has committed (e.g. waking a worker that
+// delivers what the turn stored). It does not run when the turn fails.
+func (t *Turn) AfterCommit(fn func()) {
+	t.after = append(t.after, fn)
 }
 
 type queuedEvent struct {
-	roomID  id.RoomID
-	evtType event.Type
-	content any
+	roomID   id.RoomID
+	evtType  event.Type
+	content  any
+	onQueued func(ctx context.Context, seq int64) error
 }
 
 // Write queues a database write to run inside the turn's transaction. A write may itself queue messages.
@@ -36,6 +44,12 @@ func (t *Turn) Write(fn func(ctx context.Context) error) {
 // Send queues an event to be sent once the turn is stored.
 func (t *Turn) Send(roomID id.RoomID, evtType event.Type, content any) {
 	t.out = append(t.out, queuedEvent{roomID: roomID, evtType: evtType, content: content})
+}
+
+// SendTracked is Send for a message the caller must find again (e.g. an alert, to recognise reactions to it):
+// onQueued gets the message's outgoing sequence number inside the turn's transaction, once it is queued.
+func (t *Turn) SendTracked(roomID id.RoomID, evtType event.Type, content any, onQueued func(ctx context.Context, seq int64) error) {
+	t.out = append(t.out, queuedEvent{roomID: roomID, evtType: evtType, content: content, onQueued: onQueued})
 }
 
 // Reply queues an m.notice reply to the turn's event. markdown is rendered; callers must escape user text in it

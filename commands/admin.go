@@ -60,6 +60,9 @@ var adminCommands = []*Command{{
 			},
 		},
 		{Name: "status", Description: "Show version, uptime, database, inbox backlog and homeserver reachability.", Access: AdminDirect, Run: runStatus},
+		adminOutboxCommand,
+		adminEHRCommand,
+		cmdAdminAudit,
 	},
 }}
 
@@ -73,8 +76,8 @@ func runClinicianAdd(ctx context.Context, call *Call) error {
 	if allowed, err := call.Bot.ServerAllowed(ctx, user.Homeserver()); err != nil {
 		return err
 	} else if !allowed {
-		call.Fail("refused:server", "⛔ %s is on %s, which is not an allowed homeserver. Allow it first with `/admin servers allow %s`.",
-			format.SafeMarkdownCode(user.String()), format.SafeMarkdownCode(user.Homeserver()), user.Homeserver())
+		call.Fail("refused:server", "⛔ %s is on %s, which is not an allowed homeserver. Allow it first with %s.",
+			format.SafeMarkdownCode(user.String()), format.SafeMarkdownCode(user.Homeserver()), format.SafeMarkdownCode("/admin servers allow "+user.Homeserver()))
 		return nil
 	}
 	if patient, err := call.Bot.Store.Cases.IsAnyPatient(ctx, user); err != nil {
@@ -147,8 +150,8 @@ func runAdminAdd(ctx context.Context, call *Call) error {
 	if allowed, err := call.Bot.ServerAllowed(ctx, user.Homeserver()); err != nil {
 		return err
 	} else if !allowed {
-		call.Fail("refused:server", "⛔ %s is on a homeserver that is not allowed. Allow it first with `/admin servers allow %s`.",
-			format.SafeMarkdownCode(user.String()), user.Homeserver())
+		call.Fail("refused:server", "⛔ %s is on a homeserver that is not allowed. Allow it first with %s.",
+			format.SafeMarkdownCode(user.String()), format.SafeMarkdownCode("/admin servers allow "+user.Homeserver()))
 		return nil
 	}
 	call.Write(func(ctx context.Context) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
@@ -108,7 +109,8 @@ func nextWord(text string) (word, remaining string, err error) {
 	var quote rune
 	escaped := false
 	for i, r := range text {
-		end = i + len(string(r))
+		_, size := utf8.DecodeRuneInString(text[i:]) // not len(string(r)): an invalid byte is one byte, not U+FFFD's three
+		end = i + size
 		switch {
 		case escaped:
 			escaped = false

@@ -36,10 +36,11 @@ var caseCommands = []*Command{
 				Params:      caseIdentityParams,
 				Example:     `"Wound care after hip surgery" --mrn 0012345`,
 				Access:      AnyClinician,
+				PHI:         true,
 				Run:         runCaseNew,
 			},
-			{Name: "info", Description: "Show this case: patient, care team, rooms and status.", Access: CareTeam, Run: runCaseInfo},
-			{Name: "list", Description: "List the cases whose care team you are on.", Access: ClinicianDirect, Run: runCaseList},
+			{Name: "info", Description: "Show this case: patient, care team, rooms and status.", Access: CareTeam, PHI: true, Run: runCaseInfo},
+			{Name: "list", Description: "List the cases whose care team you are on.", Access: ClinicianDirect, PHI: true, Run: runCaseList},
 			{Name: "close", Description: "Close this case: both rooms become read-only, all records are kept.", Access: CareTeam, Run: runCaseClose},
 			{
 				Name:        "link",
@@ -47,6 +48,7 @@ var caseCommands = []*Command{
 				Params:      caseIdentityParams,
 				Example:     `"Diabetes follow-up" --patient Patient/42`,
 				Access:      AnyClinician,
+				PHI:         true,
 				Run:         runCaseLink,
 			},
 		},
@@ -56,6 +58,7 @@ var caseCommands = []*Command{
 		Category:    "Cases",
 		Description: "Show the care team of this case.",
 		Access:      CareTeam,
+		PHI:         true,
 		Run:         runTeamList,
 		Subcommands: []*Command{
 			{
@@ -72,20 +75,22 @@ var caseCommands = []*Command{
 				Params: []Param{{Name: "user", Type: User, Placeholder: "@user:server"}},
 				Access: CareTeam, Run: runTeamRemove,
 			},
-			{Name: "list", Description: "Show the care team of this case.", Access: CareTeam, Run: runTeamList},
+			{Name: "list", Description: "Show the care team of this case.", Access: CareTeam, PHI: true, Run: runTeamList},
 		},
 	},
 	{
 		Name:        "patient",
 		Category:    "Cases",
-		Description: "Manage the patient of this case.",
+		Description: "Show the patient's summary from the EHR: conditions, medications, allergies, last vitals.",
 		Access:      CareTeam,
+		PHI:         true,
+		Run:         runPatientSummary,
 		Subcommands: []*Command{
 			{
 				Name: "invite", Description: "Invite the patient into the patient room (only that room).",
 				Params:  []Param{{Name: "user", Type: User, Placeholder: "@user:server"}},
 				Example: "@jo.patient:clinic.example",
-				Access:  CareTeam, Run: runPatientInvite,
+				Access:  CareTeam, PHI: true, Run: runPatientInvite,
 			},
 		},
 	},
@@ -113,6 +118,9 @@ func caseIdentity(call *Call) (title, patientRef, mrn string, ok bool) {
 func runCaseNew(ctx context.Context, call *Call) error {
 	title, patientRef, mrn, ok := caseIdentity(call)
 	if !ok {
+		return nil
+	}
+	if patientRef, ok = resolveMRN(ctx, call, patientRef, mrn); !ok {
 		return nil
 	}
 	b := call.Bot
@@ -145,8 +153,11 @@ func storeNewCase(call *Call, c *store.Case, team []id.UserID) error {
 		identity := "no patient linked yet"
 		if c.PatientRef != "" {
 			identity = "patient " + format.SafeMarkdownCode(c.PatientRef)
+			if c.MRN != "" {
+				identity += ", found in the EHR by MRN " + format.SafeMarkdownCode(c.MRN)
+			}
 		} else if c.MRN != "" {
-			identity = "MRN " + format.SafeMarkdownCode(c.MRN) + " (recorded as given; no EHR lookup yet)"
+			identity = "MRN " + format.SafeMarkdownCode(c.MRN) + " (recorded as given: no EHR is connected to look it up)"
 		}
 		call.Done(c.ID, "Case #%d **%s** is open (%s).\n\n* Case room (care team only): %s\n* Patient room: %s\n\n"+
 			"You are on the care team. Add colleagues with `/team add` and the patient with `/patient invite`, in the case room.",
@@ -209,6 +220,9 @@ func runCaseLink(ctx context.Context, call *Call) error {
 			return nil
 		}
 		team = append(team, member)
+	}
+	if patientRef, ok = resolveMRN(ctx, call, patientRef, mrn); !ok {
+		return nil
 	}
 	patientRoom, err := b.CreateRoom(ctx, call.Event.ID, "patient-room", bot.RoomSpec{Name: "Patient room", HistoryJoined: true, Members: team})
 	if err != nil {
@@ -325,6 +339,7 @@ func runTeamList(ctx context.Context, call *Call) error {
 	if err != nil {
 		return err
 	}
+	call.Audit("read:team", "ok", call.Room.Case.ID, fmt.Sprintf("%d members", len(team)))
 	call.Reply(fmt.Sprintf("**Care team of case #%d** (%d)\n\n%s", call.Room.Case.ID, len(team), formatTeam(team)))
 	return nil
 }

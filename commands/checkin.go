@@ -30,6 +30,7 @@ var checkinCommands = []*Command{
 		Params:      []Param{checkinValuesParam},
 		Example:     "bp=142/91 hr=88 temp=38.4 pain=4 dizzy since this morning",
 		Access:      OwnPatientRoom,
+		PHI:         true,
 		Run:         runCheckIn,
 		Subcommands: []*Command{
 			{
@@ -38,8 +39,11 @@ var checkinCommands = []*Command{
 				Params:      []Param{{Name: "patient", Type: User, Placeholder: "@patient:server"}, checkinValuesParam},
 				Example:     "@jo.patient:clinic.example bp=128/82 hr=70 reported by phone",
 				Access:      CareTeamAnyRoom,
+				PHI:         true,
 				Run:         runCheckInFor,
 			},
+			cmdCheckInStart,
+			cmdCheckInCancel,
 		},
 	},
 	{
@@ -49,6 +53,7 @@ var checkinCommands = []*Command{
 		Params:      []Param{{Name: "range", Type: Rest, Optional: true, Placeholder: "n | since <duration>", Description: "a number of check-ins, or e.g. since 3d, since 12h, since 2w"}},
 		Example:     "since 3d",
 		Access:      CaseMember,
+		PHI:         true,
 		Run:         runCheckIns,
 	},
 }
@@ -60,7 +65,11 @@ func ranges(b *bot.Bot) care.Ranges {
 
 // thresholds are the alert thresholds a case's check-ins are compared against.
 func thresholds(ctx context.Context, b *bot.Bot, caseID int64) ([]care.Threshold, error) {
-	return b.Config.AlertThresholds(), nil
+	own, err := b.Store.Alerts.Thresholds(ctx, caseID)
+	if err != nil {
+		return nil, err
+	}
+	return effectiveThresholds(ctx, b.Config.AlertThresholds(), own), nil
 }
 
 func runCheckIn(ctx context.Context, call *Call) error {
@@ -117,11 +126,7 @@ func recordCheckIn(ctx context.Context, call *Call, patient id.UserID, source, i
 		return err
 	}
 	call.Write(func(ctx context.Context) error {
-		previous, err := call.Bot.Store.CheckIns.List(ctx, store.CheckInFilter{CaseID: c.ID, PatientID: patient, Limit: 20})
-		if err != nil {
-			return err
-		}
-		if err = call.Bot.Store.CheckIns.Create(ctx, record); err != nil {
+		if err := saveCheckIn(ctx, call, c, record, limits, "🩺 Check-in"); err != nil {
 			return err
 		}
 		call.Outcome = "ok"
@@ -132,11 +137,31 @@ func recordCheckIn(ctx context.Context, call *Call, patient id.UserID, source, i
 		}
 		call.Reply(fmt.Sprintf("Recorded %s at %s:\n\n%s\n\nIf something is wrong, edit your message: I keep the original and record the correction.",
 			who, call.When(record.EffectiveAt), restate(record)))
-		call.Send(c.CaseRoomID, event.EventMessage, notice(caseRoomSummary(call, record, previous, limits, "🩺 Check-in")))
-		return call.Bot.Store.Audit.Add(ctx, &store.AuditEntry{Actor: call.Sender, Action: "write:checkin", Outcome: "ok",
-			CaseID: c.ID, RoomID: call.Event.RoomID, EventID: call.Event.ID, Detail: fmt.Sprintf("checkin %d", record.ID)})
+		return nil
 	})
 	return nil
+}
+
+// saveCheckIn stores a validated check-in inside the turn's transaction with what follows from it: the EHR outbox
+// entry, the case-room summary (with the changes from the previous readings), an alert where a value crosses a
+// threshold, and the audit entry. Callers confirm to the person who checked in.
+func saveCheckIn(ctx context.Context, call *Call, c *store.Case, record *store.CheckIn, limits []care.Threshold, title string) error {
+	previous, err := call.Bot.Store.CheckIns.List(ctx, store.CheckInFilter{CaseID: c.ID, PatientID: record.PatientID, Limit: 20})
+	if err != nil {
+		return err
+	}
+	if err = call.Bot.Store.CheckIns.Create(ctx, record); err != nil {
+		return err
+	}
+	if err = queueForEHR(ctx, call.Turn, record); err != nil {
+		return err
+	}
+	call.Send(c.CaseRoomID, event.EventMessage, notice(caseRoomSummary(call, record, previous, limits, title)))
+	if err = raiseAlert(ctx, call, c, record, limits); err != nil {
+		return err
+	}
+	return call.Bot.Store.Audit.Add(ctx, &store.AuditEntry{Actor: call.Sender, Action: "write:checkin", Outcome: "ok",
+		CaseID: c.ID, RoomID: call.Event.RoomID, EventID: call.Event.ID, Detail: fmt.Sprintf("checkin %d", record.ID)})
 }
 
 // restate lists what was recorded, in the patient's units.
@@ -281,7 +306,7 @@ func checkInTable(call *Call, list []*store.CheckIn, limits []care.Threshold) *e
 	html.WriteString("<th>Note</th></tr></thead><tbody>")
 	for i, c := range list {
 		older := list[i+1:]
-		fmt.Fprintf(&html, "<tr><td>%s%s</td>", call.When(c.EffectiveAt), statusMark(c))
+		fmt.Fprintf(&html, "<tr><td>%s%s</td>", call.When(c.EffectiveAt), escapeHTML(statusMark(c)))
 		fmt.Fprintf(&plain, "\n%s%s:", call.When(c.EffectiveAt), statusMark(c))
 		for _, k := range kinds {
 			cell := ""
@@ -378,6 +403,9 @@ func (p *Processor) handleCheckInEdit(ctx context.Context, turn *bot.Turn, origi
 		if err := b.Store.CheckIns.Amend(ctx, record, parsed.Values, parsed.Note, turn.Event.ID, turn.Event.Sender); err != nil {
 			return err
 		}
+		if err := queueForEHR(ctx, turn, record); err != nil {
+			return err
+		}
 		turn.Outcome = "amended"
 		call := &Call{Turn: turn, Command: cmd, Sender: turn.Event.Sender}
 		turn.React("✅")
@@ -405,6 +433,9 @@ func (p *Processor) HandleRedaction(ctx context.Context, turn *bot.Turn, redacte
 		if err := b.Store.CheckIns.MarkEnteredInError(ctx, record, turn.Event.ID, turn.Event.Sender); err != nil {
 			return err
 		}
+		if err := queueForEHR(ctx, turn, record); err != nil {
+			return err
+		}
 		turn.Outcome = "entered-in-error"
 		call := &Call{Turn: turn, Sender: turn.Event.Sender}
 		turn.Send(record.RoomID, event.EventMessage, notice(fmt.Sprintf("The check-in from %s was deleted, so I marked it "+
@@ -415,4 +446,17 @@ func (p *Processor) HandleRedaction(ctx context.Context, turn *bot.Turn, redacte
 			CaseID: c.ID, RoomID: turn.Event.RoomID, EventID: turn.Event.ID, Detail: fmt.Sprintf("checkin %d", record.ID)})
 	})
 	return nil
+}
+
+// queueForEHR puts the check-in's current version into the EHR outbox, in the transaction that stored it. Records
+// are queued even while no EHR is configured, so that nothing is missing from the chart once one is.
+func queueForEHR(ctx context.Context, turn *bot.Turn, record *store.CheckIn) error {
+	err := turn.Bot.Store.EHR.Add(ctx, &store.OutboxItem{
+		Kind: store.OutboxCheckIn, RecordID: record.ID, Version: record.Version, CaseID: record.CaseID,
+		OrderKey: fmt.Sprintf("case:%d", record.CaseID), RoomID: record.RoomID, SourceEvent: record.EventID,
+	})
+	if err == nil && turn.Bot.KickEHR != nil {
+		turn.AfterCommit(turn.Bot.KickEHR)
+	}
+	return err
 }

@@ -91,6 +91,8 @@ type Command struct {
 	Params      []Param
 	Example     string // arguments of a typical call
 	Access      Access
+	// PHI marks commands that read or write patient data: with encryption.require they run only in encrypted rooms.
+	PHI         bool
 	Subcommands []*Command
 	Run         func(ctx context.Context, call *Call) error
 

@@ -49,31 +49,32 @@ var planCommands = []*Command{
 		Description: "Show the treatment plan: everything in the case room; goals and tasks (the patient's summary) in the " +
 			"patient room.",
 		Access: CaseMember,
+		PHI:    true,
 		Run:    runPlanShow,
 		Subcommands: []*Command{
 			{
 				Name: "goal", Description: "Add a goal to the plan (the patient sees it).",
 				Params:  []Param{{Name: "text", Type: Rest, Description: "the goal"}},
 				Example: "Walk 500 m without pain by the end of March",
-				Access:  CareTeam, Run: planAdder(store.PlanGoal),
+				Access:  CareTeam, PHI: true, Run: planAdder(store.PlanGoal),
 			},
 			{
 				Name: "task", Description: "Add a task to the plan, optionally with a due date (the patient sees it).",
 				Params:  []Param{{Name: "text", Type: Rest, Description: "the task"}, planDueParam},
 				Example: "Change the dressing every other day due 2026-12-01",
-				Access:  CareTeam, Run: planAdder(store.PlanTask),
+				Access:  CareTeam, PHI: true, Run: planAdder(store.PlanTask),
 			},
 			{
 				Name: "note", Description: "Add a note for the care team (never shown to the patient).",
 				Params:  []Param{{Name: "text", Type: Rest, Description: "the note"}},
 				Example: "Prefers morning visits; anxious about the wound",
-				Access:  CareTeam, Run: planAdder(store.PlanNote),
+				Access:  CareTeam, PHI: true, Run: planAdder(store.PlanNote),
 			},
 			{
 				Name: "done", Description: "Mark a goal or task done (a new version; nothing is overwritten).",
 				Params:  []Param{{Name: "n", Type: Integer, Placeholder: "number", Description: "the item's number, as shown by /plan"}},
 				Example: "2",
-				Access:  CareTeam, Run: runPlanDone,
+				Access:  CareTeam, PHI: true, Run: runPlanDone,
 			},
 			{
 				Name: "amend", Description: "Change the text (and a task's due date) of an item (a new version; nothing is overwritten).",
@@ -83,13 +84,13 @@ var planCommands = []*Command{
 					planDueParam,
 				},
 				Example: "2 Change the dressing daily due 2026-12-05",
-				Access:  CareTeam, Run: runPlanAmend,
+				Access:  CareTeam, PHI: true, Run: runPlanAmend,
 			},
 			{
 				Name: "history", Description: "Show every version of the plan's items, or of one item, with author and time.",
 				Params:  []Param{{Name: "n", Type: Integer, Optional: true, Placeholder: "number", Description: "only this item"}},
 				Example: "2",
-				Access:  CareTeam, Run: runPlanHistory,
+				Access:  CareTeam, PHI: true, Run: runPlanHistory,
 			},
 		},
 	},

@@ -36,6 +36,8 @@ func New() *Processor {
 	p.register(caseCommands...)
 	p.register(planCommands...)
 	p.register(checkinCommands...)
+	p.register(remindCommands...)
+	p.register(alertCommands...)
 	p.register(adminCommands...)
 	return p
 }
@@ -150,7 +152,7 @@ func (p *Processor) HandleMessage(ctx context.Context, turn *bot.Turn) error {
 	} else {
 		name, rawArgs, ok := SplitCommand(content.Body)
 		if !ok {
-			return nil
+			return p.handleGuidedText(ctx, turn) // plain chat, unless it answers a guided check-in
 		}
 		if len(rawArgs) > MaxCommandLength {
 			turn.Outcome = "bad-arguments"
@@ -204,6 +206,9 @@ func (p *Processor) HandleMessage(ctx context.Context, turn *bot.Turn) error {
 	if outcome, why := checkAccess(cmd, room, turn.Bot.BotID()); outcome != "" {
 		call.Fail(outcome, "%s", why)
 		return nil
+	}
+	if refused, err := refuseUnencrypted(ctx, call); err != nil || refused {
+		return err
 	}
 	if cmd.Run == nil {
 		call.Outcome = "usage"

@@ -62,6 +62,8 @@ type Config struct {
 	Logging        LoggingConfig    `yaml:"logging"`
 	Encryption     EncryptionConfig `yaml:"encryption"`
 	CheckIns       CheckInConfig    `yaml:"checkins"`
+	Reminders      RemindersConfig  `yaml:"reminders"`
+	Alerts         AlertsConfig     `yaml:"alerts"`
 	EHR            EHRConfig        `yaml:"ehr"`
 
 	loc *time.Location // set by Validate
@@ -116,10 +118,24 @@ type LoggingConfig struct {
 }
 
 // EncryptionConfig is the encryption section.
-// CheckInConfig holds the plausibility ranges and default alert thresholds of check-ins.
+// CheckInConfig holds the plausibility ranges and default alert thresholds of check-ins, and the questionnaire of
+// guided check-ins.
 type CheckInConfig struct {
 	Ranges          map[string]RangeConfig `yaml:"ranges"`
 	AlertThresholds []string               `yaml:"alert_thresholds"`
+	Questionnaire   QuestionnaireConfig    `yaml:"questionnaire"`
+}
+
+// RemindersConfig is the reminders section.
+type RemindersConfig struct {
+	// Grace is how long after a check-in prompt a check-in may come before the care team is told it was missed.
+	Grace Duration `yaml:"grace"`
+}
+
+// AlertsConfig is the alerts section.
+type AlertsConfig struct {
+	// AckTimeout is how long an alert waits for an acknowledgement before it escalates (once).
+	AckTimeout Duration `yaml:"ack_timeout"`
 }
 
 // RangeConfig is one plausibility range.
@@ -170,6 +186,13 @@ type EHRConfig struct {
 	URL     string        `yaml:"url"`
 	Timeout Duration      `yaml:"timeout"`
 	Auth    EHRAuthConfig `yaml:"auth"`
+	// MRNSystem is the identifier system of medical record numbers (`case new --mrn`); empty matches any system.
+	MRNSystem string `yaml:"mrn_system"`
+	// PollInterval is how often new results are looked for in the EHR.
+	PollInterval Duration `yaml:"poll_interval"`
+	// SubscriptionSecret is the bearer token the EHR must send to the subscription endpoint; empty turns the
+	// endpoint off.
+	SubscriptionSecret string `yaml:"subscription_secret"`
 }
 
 // EHRAuthConfig is the ehr.auth section.

@@ -51,6 +51,7 @@ func (c *Config) Validate() error {
 	var p problems
 
 	c.validateCheckIns(&p)
+	c.validateRemindersAlerts(&p)
 	p.httpURL("homeserver.url", c.Homeserver.URL)
 	switch {
 	case c.Homeserver.Domain == "":
@@ -176,6 +177,7 @@ func (c *Config) Validate() error {
 	default:
 		p.got("ehr.auth.mode", "must be none, bearer or smart", auth.Mode)
 	}
+	c.validateEHRReads(&p)
 
 	return errors.Join(p...)
 }
@@ -260,6 +262,58 @@ func (c *Config) validateCheckIns(p *problems) {
 	for i, text := range c.CheckIns.AlertThresholds {
 		if _, err := care.ParseThreshold(text); err != nil {
 			p.got(fmt.Sprintf("checkins.alert_thresholds[%d]", i), err.Error(), text)
+		}
+	}
+	c.validateQuestionnaire(p)
+}
+
+// Bounds of reminders.grace and alerts.ack_timeout.
+const (
+	MaxReminderGrace = 7 * 24 * time.Hour
+	MaxAckTimeout    = 24 * time.Hour
+)
+
+func (c *Config) validateRemindersAlerts(p *problems) {
+	for _, d := range []struct {
+		key string
+		val Duration
+		max time.Duration
+	}{
+		{"reminders.grace", c.Reminders.Grace, MaxReminderGrace},
+		{"alerts.ack_timeout", c.Alerts.AckTimeout, MaxAckTimeout},
+	} {
+		switch {
+		case d.val.bad:
+			p.got(d.key, `must be a duration such as "15m" or "2h"`, d.val.invalid)
+		case d.val.Duration < time.Minute || d.val.Duration > d.max:
+			p.got(d.key, "must be from 1m to "+strings.TrimSuffix(strings.TrimSuffix(d.max.String(), "0s"), "0m"), d.val.Duration.String())
+		}
+	}
+}
+
+// Bounds of ehr.poll_interval.
+const (
+	MinPollInterval = time.Second
+	MaxPollInterval = 24 * time.Hour
+)
+
+func (c *Config) validateEHRReads(p *problems) {
+	if strings.ContainsAny(c.EHR.MRNSystem, " \t\r\n") || len(c.EHR.MRNSystem) > 255 {
+		p.got("ehr.mrn_system", "must be an identifier system URI (no spaces, at most 255 characters) or empty", c.EHR.MRNSystem)
+	}
+	switch d := c.EHR.PollInterval; {
+	case d.bad:
+		p.got("ehr.poll_interval", `must be a duration such as "30s" or "5m"`, d.invalid)
+	case d.Duration < MinPollInterval || d.Duration > MaxPollInterval:
+		p.got("ehr.poll_interval", "must be from 1s to 24h", d.Duration.String())
+	}
+	if secret := c.EHR.SubscriptionSecret; secret != "" {
+		switch {
+		case len(secret) < MinSecretLength:
+			p.add("ehr.subscription_secret", fmt.Sprintf("must be at least %d characters, got %d characters (or empty to turn the endpoint off)",
+				MinSecretLength, len(secret)))
+		case strings.IndexFunc(secret, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0:
+			p.add("ehr.subscription_secret", "must contain only printable ASCII characters without spaces")
 		}
 	}
 }

@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -114,4 +116,15 @@ func (q *OutgoingQuery) MarkFailed(ctx context.Context, seq int64, reason string
 func (q *OutgoingQuery) SentEventID(ctx context.Context, seq int64) (evtID id.EventID, err error) {
 	err = q.db.QueryRow(ctx, sentEventQuery, seq).Scan(&evtID)
 	return
+}
+
+// BySentEvent returns the sequence number of the sent message that became eventID, or 0 if the bot sent no such
+// message.
+func (q *OutgoingQuery) BySentEvent(ctx context.Context, eventID id.EventID) (int64, error) {
+	var seq int64
+	err := q.db.QueryRow(ctx, `SELECT seq FROM outgoing WHERE sent_event_id = $1`, eventID).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return seq, err
 }

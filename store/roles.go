@@ -157,3 +157,13 @@ func nullString(s string) any {
 	}
 	return s
 }
+
+// PractitionerRef returns a clinician's FHIR Practitioner reference ("" when none or not a clinician).
+func (q *RoleQuery) PractitionerRef(ctx context.Context, userID id.UserID) (string, error) {
+	var ref string
+	err := q.db.QueryRow(ctx, `SELECT COALESCE(practitioner_ref, '') FROM clinicians WHERE user_id = $1`, userID).Scan(&ref)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return ref, err
+}

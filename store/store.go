@@ -33,16 +33,21 @@ type Config struct {
 
 // Store is the open database with one query type per table.
 type Store struct {
-	DB       *dbutil.Database
-	Inbox    *InboxQuery
-	Outgoing *OutgoingQuery
-	Device   *BotDeviceQuery
-	Roles    *RoleQuery
-	Cases    *CaseQuery
-	Audit    *AuditQuery
-	Effects  *EffectQuery
-	Plans    *PlanQuery
-	CheckIns *CheckInQuery
+	DB        *dbutil.Database
+	Inbox     *InboxQuery
+	Outgoing  *OutgoingQuery
+	Device    *BotDeviceQuery
+	Roles     *RoleQuery
+	Cases     *CaseQuery
+	Audit     *AuditQuery
+	Effects   *EffectQuery
+	Plans     *PlanQuery
+	CheckIns  *CheckInQuery
+	Guided    *GuidedQuery
+	Reminders *ReminderQuery
+	Alerts    *AlertQuery
+	EHR       *EHROutboxQuery
+	EHRReads  *EHRReadQuery
 
 	// InstanceID is a random id made when the database was created; it keeps outgoing transaction IDs unique
 	// even when a homeserver has seen an earlier database of the same bot.
@@ -85,6 +90,11 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*Store, error) {
 	st.Effects = &EffectQuery{db: db}
 	st.Plans = &PlanQuery{db: db}
 	st.CheckIns = &CheckInQuery{db: db}
+	st.Guided = &GuidedQuery{db: db}
+	st.Reminders = &ReminderQuery{db: db}
+	st.Alerts = &AlertQuery{db: db}
+	st.EHR = &EHROutboxQuery{db: db}
+	st.EHRReads = &EHRReadQuery{db: db}
 	if st.InstanceID, err = loadInstanceID(ctx, db); err != nil {
 		_ = db.Close()
 		return nil, err

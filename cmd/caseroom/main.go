@@ -62,6 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		flags.Usage()
 		return exitUsage
 	}
+	restrictUmask()
 	switch {
 	case *showVersion:
 		fmt.Fprintf(stdout, "caseroom %s\n", Version)
@@ -107,6 +108,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitDatabase
 	}
 	defer st.Close()
+	if err = tightenPermissions(cfg, log); err != nil {
+		log.Err(err).Msg("Failed to make the data files private")
+		return exitDatabase
+	}
 
 	b, err := bot.New(cfg, st, log)
 	if err != nil {
@@ -117,6 +122,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	processor := commands.New()
 	b.Handler = processor
 	b.CommandSpecs = processor.Specs()
+	ehrWork, err := newEHR(cfg.EHR, b, log)
+	if err != nil {
+		log.Err(err).Msg("Failed to set up the EHR connection")
+		return exitConfig
+	}
 	if err = b.Start(ctx); err != nil {
 		b.Stop()
 		if errors.Is(err, bot.ErrHomeserver) {
@@ -130,9 +140,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Err(err).Msg("Failed to start")
 		return exitListener
 	}
+	outboxDone := make(chan struct{})
+	go func() {
+		defer close(outboxDone)
+		if ehrWork != nil {
+			ehrWork.Run(ctx)
+		}
+	}()
 	<-ctx.Done()
 	log.Info().Msg("Shutting down")
 	b.Stop()
+	<-outboxDone
 	return exitOK
 }
 

@@ -197,6 +197,12 @@ type Server struct {
 // Start installs the npm packages if needed (see EnsureInstalled) and starts `node server.js --port 0`, returning
 // once it listens. ctx bounds the start-up only: the server runs until Stop, or until the calling process dies.
 func Start(ctx context.Context) (*Server, error) {
+	return StartOnPort(ctx, 0)
+}
+
+// StartOnPort is Start on a given port of 127.0.0.1 (0 picks a free one): a test can stop a server and start an
+// empty one where the first was, as an EHR that went down and came back.
+func StartOnPort(ctx context.Context, listenPort int) (*Server, error) {
 	dir, err := ServerDir()
 	if err != nil {
 		return nil, err
@@ -214,7 +220,7 @@ func Start(ctx context.Context) (*Server, error) {
 		done: make(chan struct{}),
 		tail: &tailBuffer{max: 16 << 10},
 	}
-	cmd := exec.Command(node, "server.js", "--port", "0", "--host", "127.0.0.1")
+	cmd := exec.Command(node, "server.js", "--port", strconv.Itoa(listenPort), "--host", "127.0.0.1")
 	cmd.Dir = dir
 	port := make(chan int, 1)
 	cmd.Stdout = &portWriter{port: port, rest: s.tail}
