@@ -61,6 +61,8 @@ type Bot struct {
 	Log     zerolog.Logger
 	Started time.Time
 	Version string
+	// Metrics are served at /metrics on the appservice listener.
+	Metrics *Metrics
 	// EHR is the FHIR client, nil when no EHR is configured.
 	EHR *ehr.Client
 	// KickEHR, when set, makes the EHR outbox look for new records at once (called after turns that queued some).
@@ -71,18 +73,21 @@ type Bot struct {
 	// builds a clock the test controls.
 	Now func() time.Time
 
-	stateStore *sqlstatestore.SQLStateStore
-	e2ee       encryption // nil without end-to-end encryption
-	proc       *processor
-	server     *http.Server
-	listener   net.Listener
-	stopOnce   sync.Once
-	routes     []route
-	failMu     sync.Mutex
-	failures   map[int64]int // inbox seq -> failed attempts, for giving up on events that fail for good
-	sched      scheduler
-	stop       context.CancelFunc
-	ctx        context.Context
+	stateStore  *sqlstatestore.SQLStateStore
+	e2ee        encryption // nil without end-to-end encryption
+	proc        *processor
+	server      *http.Server
+	listener    net.Listener
+	stopOnce    sync.Once
+	routes      []route
+	hsMu        sync.Mutex
+	hsUp        bool
+	hsCheckedAt time.Time
+	failMu      sync.Mutex
+	failures    map[int64]int // inbox seq -> failed attempts, for giving up on events that fail for good
+	sched       scheduler
+	stop        context.CancelFunc
+	ctx         context.Context
 }
 
 // New prepares the bot: the appservice with its registration and the state store in the bot's database.
@@ -98,7 +103,7 @@ func New(cfg *config.Config, st *store.Store, log zerolog.Logger) (*Bot, error) 
 		return nil, fmt.Errorf("failed to create appservice: %w", err)
 	}
 	as.Log = log.With().Str("component", "appservice").Logger()
-	b := &Bot{Config: cfg, Store: st, AS: as, Log: log, stateStore: stateStore}
+	b := &Bot{Config: cfg, Store: st, AS: as, Log: log, stateStore: stateStore, Metrics: newMetrics(st)}
 	b.proc = newProcessor(b)
 	b.Now = systemClock()
 	return b, nil

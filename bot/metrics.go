@@ -2,7 +2,9 @@ package bot
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -101,4 +103,46 @@ func ageSeconds(t time.Time) float64 {
 
 func (m *Metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+// metricOutcome keeps outcome labels few: "refused:role" and the like count as their first word.
+func metricOutcome(outcome string) string {
+	if i := strings.IndexByte(outcome, ':'); i > 0 {
+		return outcome[:i]
+	}
+	return outcome
+}
+
+// ready answers /_matrix/mau/ready: 200 only when the bot has started and its database and homeserver answer
+// (the homeserver check is cached for a few seconds).
+func (b *Bot) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	problem := ""
+	switch {
+	case !b.AS.Ready:
+		problem = "starting"
+	case b.Store.Ping(ctx) != nil:
+		problem = "database not reachable"
+	case !b.homeserverUp(ctx):
+		problem = "homeserver not reachable"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if problem != "" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = fmt.Fprintf(w, `{"ready":false,"problem":%q}`, problem)
+		return
+	}
+	_, _ = w.Write([]byte(`{"ready":true}`))
+}
+
+func (b *Bot) homeserverUp(ctx context.Context) bool {
+	b.hsMu.Lock()
+	defer b.hsMu.Unlock()
+	if time.Since(b.hsCheckedAt) < 5*time.Second {
+		return b.hsUp
+	}
+	_, err := b.AS.BotIntent().Versions(ctx)
+	b.hsUp, b.hsCheckedAt = err == nil, time.Now()
+	return b.hsUp
 }

@@ -236,6 +236,10 @@ func (b *Bot) process(ctx context.Context, stored *store.InboxEvent) error {
 	for _, fn := range turn.after {
 		fn()
 	}
+	b.Metrics.EventsProcessed.WithLabelValues(metricOutcome(turn.Outcome)).Inc()
+	if turn.Command != "" {
+		b.Metrics.Commands.WithLabelValues(turn.Command, metricOutcome(turn.Outcome)).Inc()
+	}
 	log.Debug().Str("outcome", turn.Outcome).Msg("Processed event")
 	return nil
 }
@@ -343,14 +347,20 @@ func (b *Bot) sendOutgoing(ctx context.Context, out *store.Outgoing) error {
 		resp, err = b.AS.BotIntent().SendMessageEvent(ctx, out.RoomID, out.Type, out.Content, req)
 	}
 	if err == nil {
+		b.Metrics.MessagesSent.WithLabelValues("sent").Inc()
+		if !out.CauseTime.IsZero() && out.Type == event.EventMessage {
+			b.Metrics.ReplyLatency.Observe(time.Since(out.CauseTime).Seconds())
+		}
 		return b.Store.Outgoing.MarkSent(ctx, out.Seq, resp.EventID)
 	}
 	var httpErr mautrix.HTTPError
 	// An error without a homeserver answer that is not a network error (e.g. encrypting failed) gets a few tries.
 	if IsTransient(err) || (!errors.As(err, &httpErr) && out.Attempts+1 < maxPermanentTries) {
+		b.Metrics.MessagesSent.WithLabelValues("retry").Inc()
 		_ = b.Store.Outgoing.MarkAttempt(ctx, out.Seq, errorCode(err))
 		return fmt.Errorf("failed to send %s: %w", out.Type.Type, err)
 	}
+	b.Metrics.MessagesSent.WithLabelValues("failed").Inc()
 	log.Err(err).Str("type", out.Type.Type).Msg("Homeserver refused message, giving up on it")
 	return b.Store.Outgoing.MarkFailed(ctx, out.Seq, errorCode(err))
 }

@@ -198,6 +198,7 @@ func (b *Bot) promptReminder(ctx context.Context, r *store.Reminder, now time.Ti
 			return err
 		}
 		outcome = "sent"
+		b.Metrics.RemindersSent.Inc()
 		if late {
 			outcome = "sent-late"
 		}

@@ -42,6 +42,8 @@ type eventHeader struct {
 func (b *Bot) listen() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", b.putTransaction)
+	mux.Handle("GET /metrics", b.Metrics.handler())
+	mux.HandleFunc("GET /_matrix/mau/ready", b.ready)
 	for _, r := range b.routes {
 		mux.Handle(r.pattern, r.handler)
 	}
@@ -121,6 +123,7 @@ func (b *Bot) putTransaction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exhttp.WriteEmptyJSONResponse(w, http.StatusOK)
+	b.Metrics.EventsReceived.Add(float64(len(events)))
 	log.Debug().Int("events", total).Int("stored", len(events)).Msg("Stored transaction")
 	for _, roomID := range rooms {
 		b.proc.wake(roomID)

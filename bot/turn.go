@@ -15,6 +15,8 @@ type Turn struct {
 	Event *event.Event
 	Bot   *Bot
 
+	// Command is the name of the command the event ran, if any (for metrics).
+	Command string
 	// Outcome is a short, PHI-free word for the audit trail and logs (e.g. "replied", "refused").
 	Outcome string
 

@@ -198,6 +198,7 @@ func (p *Processor) HandleMessage(ctx context.Context, turn *bot.Turn) error {
 		return nil
 	}
 
+	turn.Command = cmd.FullName()
 	room, err := resolveRoom(ctx, turn.Bot, turn.Event.RoomID, sender)
 	if err != nil {
 		return err

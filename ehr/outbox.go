@@ -27,6 +27,8 @@ type Outbox struct {
 	// Wake is called with the rooms that got a notice, so that the bot sends it.
 	Wake func(id.RoomID)
 	Log  zerolog.Logger
+	// Observe, when set, is told the outcome of each delivery attempt: "delivered", "retry" or "dead".
+	Observe func(outcome string)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Idle is how long the worker sleeps when nothing is due (default 1 s).
@@ -42,6 +44,12 @@ func (o *Outbox) now() time.Time {
 		return o.Now()
 	}
 	return time.Now()
+}
+
+func (o *Outbox) observe(outcome string) {
+	if o.Observe != nil {
+		o.Observe(outcome)
+	}
 }
 
 // Kick makes the worker look for due items at once.
@@ -120,6 +128,7 @@ func (o *Outbox) deliverOne(ctx context.Context, it *store.OutboxItem) {
 			return
 		}
 		log.Debug().Msg("Delivered to the EHR")
+		o.observe("delivered")
 		o.wake(notices)
 		return
 	}
@@ -131,12 +140,14 @@ func (o *Outbox) deliverOne(ctx context.Context, it *store.OutboxItem) {
 			delay = e.RetryAfter
 		}
 		log.Warn().Err(err).Dur("retry_in", delay).Msg("EHR delivery failed, will retry")
+		o.observe("retry")
 		if err := o.Store.EHR.MarkRetry(ctx, it.Seq, safeReason(err), o.now().Add(delay)); err != nil {
 			log.Err(err).Msg("Failed to record EHR retry")
 		}
 		return
 	}
 	log.Warn().Err(err).Msg("EHR refused a record, moved to dead letters")
+	o.observe("dead")
 	reason := safeReason(err)
 	deadNotice := notice{room: "", text: ""}
 	c, _ := o.Store.Cases.ByID(ctx, it.CaseID)

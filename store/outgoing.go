@@ -23,6 +23,8 @@ type Outgoing struct {
 	Content      json.RawMessage
 	CauseEventID id.EventID
 	Attempts     int
+	// CauseTime is the timestamp of the event that caused the message (zero when none), for reply latency.
+	CauseTime time.Time
 }
 
 // OutgoingQuery reads and writes the outgoing table.
@@ -34,8 +36,9 @@ const (
 	insertOutgoingQuery = `
 		INSERT INTO outgoing (room_id, event_type, content, cause_event_id, created_at) VALUES ($1, $2, $3, $4, $5)`
 	pendingOutgoingQuery = `
-		SELECT seq, room_id, event_type, content, COALESCE(cause_event_id, ''), attempts
-		FROM outgoing WHERE room_id = $1 AND sent_at IS NULL AND failed_at IS NULL ORDER BY seq LIMIT $2`
+		SELECT o.seq, o.room_id, o.event_type, o.content, COALESCE(o.cause_event_id, ''), o.attempts, COALESCE(i.origin_ts, 0)
+		FROM outgoing o LEFT JOIN inbox i ON i.event_id = o.cause_event_id
+		WHERE o.room_id = $1 AND o.sent_at IS NULL AND o.failed_at IS NULL ORDER BY o.seq LIMIT $2`
 	pendingOutgoingRoomsQuery = `SELECT DISTINCT room_id FROM outgoing WHERE sent_at IS NULL AND failed_at IS NULL`
 	markSentQuery             = `UPDATE outgoing SET sent_at = $2, sent_event_id = $3, attempts = attempts + 1 WHERE seq = $1`
 	markAttemptQuery          = `UPDATE outgoing SET attempts = attempts + 1, last_error = $2 WHERE seq = $1`
@@ -79,9 +82,13 @@ func (q *OutgoingQuery) Pending(ctx context.Context, roomID id.RoomID, limit int
 func scanOutgoing(row dbutil.Scannable) (*Outgoing, error) {
 	var out Outgoing
 	var evtType, content string
-	err := row.Scan(&out.Seq, &out.RoomID, &evtType, &content, &out.CauseEventID, &out.Attempts)
+	var causeTS int64
+	err := row.Scan(&out.Seq, &out.RoomID, &evtType, &content, &out.CauseEventID, &out.Attempts, &causeTS)
 	if err != nil {
 		return nil, err
+	}
+	if causeTS > 0 {
+		out.CauseTime = time.UnixMilli(causeTS)
 	}
 	out.Type = event.Type{Type: evtType, Class: event.MessageEventType}
 	out.Content = json.RawMessage(content)

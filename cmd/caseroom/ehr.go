@@ -67,6 +67,7 @@ func newEHR(cfg config.EHRConfig, b *bot.Bot, log zerolog.Logger) (*ehrWorkers, 
 		return nil, fmt.Errorf("ehr.url: %w", err)
 	}
 	outbox := &ehr.Outbox{Store: b.Store, Client: client, Wake: b.Wake, Log: log.With().Str("component", "ehr").Logger()}
+	outbox.Observe = func(outcome string) { b.Metrics.EHRRequests.WithLabelValues(outcome).Inc() }
 	b.KickEHR = outbox.Kick
 	b.EHR = client
 	poller := &ehr.Poller{
