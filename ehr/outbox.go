@@ -33,7 +33,8 @@ type Outbox struct {
 	Now func() time.Time
 	// Idle is how long the worker sleeps when nothing is due (default 1 s).
 	Idle time.Duration
-	// MaxBackoff caps the delay between attempts of one item (default 5 minutes).
+	// MaxBackoff caps the delay between attempts of one item (default 30 s, so that everything is delivered within
+	// a minute of the EHR coming back; a longer Retry-After is still honoured).
 	MaxBackoff time.Duration
 
 	kick chan struct{}
@@ -185,7 +186,7 @@ func safeReason(err error) string {
 func (o *Outbox) backoff(attempt int) time.Duration {
 	maxDelay := o.MaxBackoff
 	if maxDelay <= 0 {
-		maxDelay = 5 * time.Minute
+		maxDelay = 30 * time.Second
 	}
 	d := time.Second
 	for i := 1; i < attempt && d < maxDelay; i++ {
