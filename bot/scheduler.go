@@ -233,7 +233,8 @@ func promptContent(due time.Time, late bool, patients []*store.CasePatient) *eve
 		text += fmt.Sprintf("\n\nThis reminder was due at %s; I could not send it in time.", formatTime(due))
 	}
 	content := format.RenderMarkdown(text, true, false)
-	content.MsgType = event.MsgNotice
+	// m.text, not m.notice: the patient should be notified, and clients' default push rules silence notices.
+	content.MsgType = event.MsgText
 	content.Mentions = &event.Mentions{}
 	for _, p := range patients {
 		if p.LeftAt.IsZero() {
@@ -425,9 +426,11 @@ func mentionList(users []id.UserID) string {
 	return strings.Join(pills, ", ")
 }
 
+// mentionNotice is an alert for the care team. It is sent as m.text, not m.notice: the mentioned people must be
+// notified, and clients' default push rules (.m.rule.suppress_notices) silence notices whatever they mention.
 func mentionNotice(markdown string, users []id.UserID, room bool) *event.MessageEventContent {
 	content := format.RenderMarkdown(markdown, true, false)
-	content.MsgType = event.MsgNotice
+	content.MsgType = event.MsgText
 	content.Mentions = &event.Mentions{Room: room}
 	for _, u := range users {
 		content.Mentions.Add(u)

@@ -78,7 +78,7 @@ func TestAlertsEscalateUnlessAcknowledged(t *testing.T) {
 	c.command(pat, patientRoom, "!checkin spo2=88 hr=72 short of breath")
 	alert := botEvent(doc, c, caseRoom, "Alert #1")
 	content := alert.Content.AsMessage()
-	if content.MsgType != event.MsgNotice || content.Mentions == nil || !content.Mentions.Has(doc.UserID) || content.Mentions.Room ||
+	if content.MsgType != event.MsgText || content.Mentions == nil || !content.Mentions.Has(doc.UserID) || content.Mentions.Room ||
 		!strings.Contains(content.Body, "SpO2 88%") || !strings.Contains(content.Body, "spo2<92") || strings.Contains(content.Body, "HR") ||
 		!strings.Contains(content.Body, pat.UserID.String()) {
 		t.Fatalf("alert: %s %+v", content.Body, content.Mentions)
