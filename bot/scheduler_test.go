@@ -199,7 +199,7 @@ func TestSchedulerReminders(t *testing.T) {
 		tick("2026-03-28T08:00:30Z") // 09:00:30 CET
 		first := prompts(1)[0]
 		if !strings.Contains(first.Body, "Time for your check-in") || strings.Contains(first.Body, "was due") ||
-			first.MsgType != event.MsgNotice || !first.Mentions.Has("@pat:hs") {
+			first.MsgType != event.MsgText || !first.Mentions.Has("@pat:hs") {
 			t.Fatalf("prompt: %+v", first)
 		}
 		nextAt("2026-03-29T07:00:00Z") // Sunday 09:00 CEST, the first day of summer time
@@ -313,7 +313,7 @@ func TestSchedulerEscalation(t *testing.T) {
 		esc := got[0]
 		if esc.Mentions == nil || !esc.Mentions.Room || !esc.Mentions.Has("@doc:hs") || !esc.Mentions.Has("@nurse:hs") ||
 			!strings.Contains(esc.Body, "@room") || !strings.Contains(esc.Body, "Alert #1") || !strings.Contains(esc.Body, "SpO2 88%") ||
-			!strings.Contains(esc.Body, "after 15m") || esc.MsgType != event.MsgNotice {
+			!strings.Contains(esc.Body, "after 15m") || esc.MsgType != event.MsgText {
 			t.Fatalf("escalation: %+v %+v", esc, esc.Mentions)
 		}
 		stored, _ := st.Alerts.ByID(ctx, open.ID)
