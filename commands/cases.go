@@ -545,6 +545,11 @@ func (p *Processor) HandleMembership(ctx context.Context, turn *bot.Turn) error 
 		if err != nil || !isPatient {
 			return err
 		}
+		if membership == event.MembershipJoin {
+			if err := repostPlanSummary(ctx, turn, c); err != nil {
+				return err
+			}
+		}
 		entry.Action = "room:patient-" + string(membership)
 		turn.Write(func(ctx context.Context) error {
 			if err := b.Store.Cases.SetPatientMembership(ctx, c.ID, target, membership == event.MembershipJoin); err != nil {

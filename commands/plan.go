@@ -393,7 +393,11 @@ func commitPlanChange(ctx context.Context, call *Call, items []*store.PlanItem, 
 // postPlanSummary posts a case's first plan summary in its patient room and pins it. The post is remembered by the
 // command's event, so processing the event again after a crash pins the same message instead of posting another.
 func postPlanSummary(ctx context.Context, call *Call, text string) (summary *store.PlanSummary, posted string, err error) {
-	b, c, cause := call.Bot, call.Room.Case, call.Event.ID
+	return postPlanSummaryFor(ctx, call.Bot, call.Room.Case, call.Event.ID, text)
+}
+
+// postPlanSummaryFor posts a plan summary in a case's patient room because of the event cause, once per event.
+func postPlanSummaryFor(ctx context.Context, b *bot.Bot, c *store.Case, cause id.EventID, text string) (summary *store.PlanSummary, posted string, err error) {
 	existing, err := b.Store.Effects.Get(ctx, cause, planSummaryStep)
 	if err != nil {
 		return nil, "", err
@@ -650,4 +654,49 @@ func planSentence(err error) string {
 	s := err.Error()
 	r, size := utf8.DecodeRuneInString(s)
 	return string(unicode.ToUpper(r)) + s[size:]
+}
+
+// repostPlanSummary gives a patient who just joined the patient room the current plan: history is visible to
+// patients only from their join, so the summary posted before is not theirs to see. A fresh summary is posted
+// (once per join event), pinned in place of the old one, and recorded as the one to edit from now on.
+func repostPlanSummary(ctx context.Context, turn *bot.Turn, c *store.Case) error {
+	b := turn.Bot
+	old, err := b.Store.Plans.Summary(ctx, c.ID)
+	if err != nil || old == nil {
+		return err
+	}
+	items, err := b.Store.Plans.Items(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	call := &Call{Turn: turn}
+	summary, _, err := postPlanSummaryFor(ctx, b, c, turn.Event.ID, renderPatientPlan(items, call.When))
+	if err != nil {
+		return err
+	}
+	if err = unpinEvent(ctx, b, c.PatientRoomID, old.EventID); err != nil {
+		return err
+	}
+	turn.Write(func(ctx context.Context) error { return b.Store.Plans.PutSummary(ctx, summary) })
+	return nil
+}
+
+// unpinEvent removes an event from a room's pinned events, if it is there.
+func unpinEvent(ctx context.Context, b *bot.Bot, roomID id.RoomID, eventID id.EventID) error {
+	var pinned event.PinnedEventsEventContent
+	if err := b.AS.BotIntent().StateEvent(ctx, roomID, event.StatePinnedEvents, "", &pinned); err != nil {
+		if errors.Is(err, mautrix.MNotFound) {
+			return nil
+		}
+		return fmt.Errorf("failed to get pinned events: %w", err)
+	}
+	i := slices.Index(pinned.Pinned, eventID)
+	if i < 0 {
+		return nil
+	}
+	pinned.Pinned = slices.Delete(pinned.Pinned, i, i+1)
+	if _, err := b.AS.BotIntent().SendStateEvent(ctx, roomID, event.StatePinnedEvents, "", &pinned); err != nil {
+		return fmt.Errorf("failed to unpin event: %w", err)
+	}
+	return nil
 }
