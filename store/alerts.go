@@ -147,15 +147,7 @@ func (q *AlertQuery) one(ctx context.Context, where string, args ...any) (*Alert
 // transaction.
 func (q *AlertQuery) Create(ctx context.Context, a *Alert) error {
 	args := []any{a.CaseID, a.CheckInID, a.PatientID, a.Crossings, a.RaisedAt.UnixMilli(), a.EscalateAt.UnixMilli()}
-	var err error
-	if q.db.Dialect == dbutil.Postgres {
-		err = q.db.QueryRow(ctx, insertAlertQuery+" RETURNING id", args...).Scan(&a.ID)
-	} else {
-		var res sql.Result
-		if res, err = q.db.Exec(ctx, insertAlertQuery, args...); err == nil {
-			a.ID, err = res.LastInsertId()
-		}
-	}
+	err := q.db.QueryRow(ctx, insertAlertQuery+" RETURNING id", args...).Scan(&a.ID)
 	if err != nil {
 		return fmt.Errorf("failed to store alert: %w", err)
 	}

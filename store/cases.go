@@ -79,15 +79,7 @@ func (q *CaseQuery) Create(ctx context.Context, c *Case, causeEvent id.EventID) 
 		c.CreatedBy, causeEvent, now.UnixMilli()}
 	const insert = `INSERT INTO cases (title, patient_ref, mrn, case_room_id, patient_room_id, created_by, created_event, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
-	var err error
-	if q.db.Dialect == dbutil.Postgres {
-		err = q.db.QueryRow(ctx, insert+" RETURNING id", args...).Scan(&c.ID)
-	} else {
-		var res sql.Result
-		if res, err = q.db.Exec(ctx, insert, args...); err == nil {
-			c.ID, err = res.LastInsertId()
-		}
-	}
+	err := q.db.QueryRow(ctx, insert+" RETURNING id", args...).Scan(&c.ID)
 	if err != nil {
 		return fmt.Errorf("failed to store case: %w", err)
 	}

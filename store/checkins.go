@@ -61,15 +61,7 @@ func (q *CheckInQuery) Create(ctx context.Context, c *CheckIn) error {
 	args := []any{c.CaseID, c.EventID, c.RoomID, c.PatientID, c.RecordedBy, c.Source, c.EffectiveAt.UnixMilli(), now.UnixMilli()}
 	const insert = `INSERT INTO checkins (case_id, event_id, room_id, patient_id, recorded_by, source, effective_at, created_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
-	var err error
-	if q.db.Dialect == dbutil.Postgres {
-		err = q.db.QueryRow(ctx, insert+" RETURNING id", args...).Scan(&c.ID)
-	} else {
-		var res sql.Result
-		if res, err = q.db.Exec(ctx, insert, args...); err == nil {
-			c.ID, err = res.LastInsertId()
-		}
-	}
+	err := q.db.QueryRow(ctx, insert+" RETURNING id", args...).Scan(&c.ID)
 	if err != nil {
 		return fmt.Errorf("failed to store check-in: %w", err)
 	}

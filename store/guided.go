@@ -110,15 +110,7 @@ func (q *GuidedQuery) Start(ctx context.Context, s *GuidedSession) error {
 		s.StartedAt = time.Now()
 	}
 	args := []any{s.CaseID, s.RoomID, s.PatientID, s.StartEvent, string(s.Questionnaire), s.PollCause, s.StartedAt.UnixMilli()}
-	var err error
-	if q.db.Dialect == dbutil.Postgres {
-		err = q.db.QueryRow(ctx, insertGuidedSessionQuery+" RETURNING id", args...).Scan(&s.ID)
-	} else {
-		var res sql.Result
-		if res, err = q.db.Exec(ctx, insertGuidedSessionQuery, args...); err == nil {
-			s.ID, err = res.LastInsertId()
-		}
-	}
+	err := q.db.QueryRow(ctx, insertGuidedSessionQuery+" RETURNING id", args...).Scan(&s.ID)
 	if err != nil {
 		return fmt.Errorf("failed to store guided check-in: %w", err)
 	}

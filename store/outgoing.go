@@ -57,16 +57,8 @@ func (q *OutgoingQuery) Add(ctx context.Context, roomID id.RoomID, evtType event
 		causeCol = cause
 	}
 	var seq int64
-	if q.db.Dialect == dbutil.Postgres {
-		err = q.db.QueryRow(ctx, insertOutgoingQuery+" RETURNING seq", roomID, evtType.Type, string(data), causeCol,
-			time.Now().UnixMilli()).Scan(&seq)
-	} else {
-		var res interface{ LastInsertId() (int64, error) }
-		res, err = q.db.Exec(ctx, insertOutgoingQuery, roomID, evtType.Type, string(data), causeCol, time.Now().UnixMilli())
-		if err == nil {
-			seq, err = res.LastInsertId()
-		}
-	}
+	err = q.db.QueryRow(ctx, insertOutgoingQuery+" RETURNING seq", roomID, evtType.Type, string(data), causeCol,
+		time.Now().UnixMilli()).Scan(&seq)
 	if err != nil {
 		return 0, fmt.Errorf("failed to queue outgoing %s: %w", evtType.Type, err)
 	}

@@ -92,15 +92,7 @@ func scanPrompt(row dbutil.Scannable) (*ReminderPrompt, error) {
 // command's transaction.
 func (q *ReminderQuery) Create(ctx context.Context, r *Reminder) error {
 	args := []any{r.CaseID, r.Schedule, r.NextAt.UnixMilli(), r.CreatedBy, r.CreatedEvent, r.CreatedAt.UnixMilli()}
-	var err error
-	if q.db.Dialect == dbutil.Postgres {
-		err = q.db.QueryRow(ctx, insertReminderQuery+" RETURNING id", args...).Scan(&r.ID)
-	} else {
-		var res sql.Result
-		if res, err = q.db.Exec(ctx, insertReminderQuery, args...); err == nil {
-			r.ID, err = res.LastInsertId()
-		}
-	}
+	err := q.db.QueryRow(ctx, insertReminderQuery+" RETURNING id", args...).Scan(&r.ID)
 	if err != nil {
 		return fmt.Errorf("failed to store reminder: %w", err)
 	}
@@ -186,15 +178,7 @@ func (q *ReminderQuery) AddPrompt(ctx context.Context, p *ReminderPrompt) error 
 	const insert = `INSERT INTO reminder_prompts (reminder_id, case_id, due_at, sent_at, after_checkin_id, check_at)
 		VALUES ($1, $2, $3, $4, $5, $6)`
 	args := []any{p.ReminderID, p.CaseID, p.DueAt.UnixMilli(), p.SentAt.UnixMilli(), p.AfterCheckInID, p.CheckAt.UnixMilli()}
-	var err error
-	if q.db.Dialect == dbutil.Postgres {
-		err = q.db.QueryRow(ctx, insert+" RETURNING id", args...).Scan(&p.ID)
-	} else {
-		var res sql.Result
-		if res, err = q.db.Exec(ctx, insert, args...); err == nil {
-			p.ID, err = res.LastInsertId()
-		}
-	}
+	err := q.db.QueryRow(ctx, insert+" RETURNING id", args...).Scan(&p.ID)
 	if err != nil {
 		return fmt.Errorf("failed to store reminder prompt: %w", err)
 	}
