@@ -220,7 +220,7 @@ func suggestKey(key string, kinds []Kind) string {
 	best, bestDist := "", 0
 	for _, k := range kinds {
 		for _, a := range k.Aliases() {
-			d := editDistance(key, a)
+			d := EditDistance(key, a)
 			if best == "" || d < bestDist {
 				best, bestDist = a, d
 			}
@@ -237,8 +237,8 @@ func suggestKey(key string, kinds []Kind) string {
 	return best
 }
 
-// editDistance is the Levenshtein distance between a and b, counted in runes.
-func editDistance(a, b string) int {
+// EditDistance is the Levenshtein distance between a and b, counted in runes (used to suggest what a user meant).
+func EditDistance(a, b string) int {
 	ra, rb := []rune(a), []rune(b)
 	prev := make([]int, len(rb)+1)
 	cur := make([]int, len(rb)+1)

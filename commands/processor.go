@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/caseroom/caseroom/bot"
+	"github.com/caseroom/caseroom/care"
 )
 
 // Processor finds, checks and runs commands in room messages.
@@ -246,33 +247,12 @@ func (p *Processor) suggest(name string) string {
 	name = strings.ToLower(name)
 	best, bestDist := "", 3
 	for candidate := range p.byName {
-		d := editDistance(name, candidate)
+		d := care.EditDistance(name, candidate)
 		if d < bestDist || (d == bestDist && best != "" && candidate < best) {
 			best, bestDist = candidate, d
 		}
 	}
 	return best
-}
-
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
 }
 
 // Specs are the MSC4391 descriptions of every runnable command, for publishing as room state.
