@@ -82,7 +82,7 @@ func TestAlertMessages(t *testing.T) {
 	a := &store.Alert{Number: 3, PatientID: "@pat_*bold*:hs", Crossings: "SpO2 88% (threshold spo2<92)\nBP <b>190</b>/115 mmHg (threshold bp.sys>=180)",
 		RaisedAt: time.Date(2026, 3, 29, 7, 0, 0, 0, time.UTC)}
 	alert := bot.AlertContent(a, team, "2026-03-29 09:00 CEST")
-	if alert.MsgType != "m.notice" || alert.Mentions == nil || alert.Mentions.Room || !slices.Equal(alert.Mentions.UserIDs, team) {
+	if alert.MsgType != "m.text" || alert.Mentions == nil || alert.Mentions.Room || !slices.Equal(alert.Mentions.UserIDs, team) {
 		t.Fatalf("alert mentions: %+v", alert.Mentions)
 	}
 	for _, want := range []string{"Alert #3", "SpO2 88%", "spo2<92", "/ack 3", "@pat_*bold*:hs"} {
