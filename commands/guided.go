@@ -359,6 +359,14 @@ func finishGuided(ctx context.Context, turn *bot.Turn, c *store.Case, s *store.G
 	if err := b.Store.Guided.Close(ctx, s, store.GuidedCompleted, record.ID, turn.Event.ID); err != nil {
 		return err
 	}
+	// The answers as answers, besides the check-in's readings: one QuestionnaireResponse (after the check-in, in the
+	// same order of the case).
+	if err := b.Store.EHR.Add(ctx, &store.OutboxItem{
+		Kind: store.OutboxQuestionnaireResponse, RecordID: s.ID, Version: 1, CaseID: c.ID, OrderKey: fmt.Sprintf("case:%d", c.ID),
+		RoomID: s.RoomID, SourceEvent: s.StartEvent,
+	}); err != nil {
+		return err
+	}
 	turn.Outcome = "guided:completed"
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "✅ Recorded your %s at %s:\n\n", format.EscapeMarkdown(qn.Title), call.When(record.EffectiveAt))

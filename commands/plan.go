@@ -366,6 +366,11 @@ func commitPlanChange(ctx context.Context, call *Call, items []*store.PlanItem, 
 		if err != nil {
 			return err
 		}
+		if changed.Kind.PatientVisible() {
+			if err = queuePlanForEHR(ctx, call, c); err != nil {
+				return err
+			}
+		}
 		note := ""
 		if summary != nil {
 			if summary.CauseEvent == call.Event.ID {
@@ -388,6 +393,24 @@ func commitPlanChange(ctx context.Context, call *Call, items []*store.PlanItem, 
 		return nil
 	})
 	return nil
+}
+
+// queuePlanForEHR queues the case's CarePlan for the EHR, inside the transaction that stores a change of a goal or
+// task: the item's version is the number of plan versions after the change, and its delivery writes the plan as it
+// is then. Notes are not part of the CarePlan (see package ehr), so changes of notes queue nothing.
+func queuePlanForEHR(ctx context.Context, call *Call, c *store.Case) error {
+	n, err := call.Bot.Store.Plans.VersionCount(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	err = call.Bot.Store.EHR.Add(ctx, &store.OutboxItem{
+		Kind: store.OutboxCarePlan, RecordID: c.ID, Version: n, CaseID: c.ID, OrderKey: fmt.Sprintf("case:%d", c.ID),
+		RoomID: c.CaseRoomID, SourceEvent: call.Event.ID,
+	})
+	if err == nil && call.Bot.KickEHR != nil {
+		call.AfterCommit(call.Bot.KickEHR)
+	}
+	return err
 }
 
 // postPlanSummary posts a case's first plan summary in its patient room and pins it. The post is remembered by the

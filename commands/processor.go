@@ -36,6 +36,7 @@ func New() *Processor {
 	p.register(cmdPing, p.helpCommand())
 	p.register(caseCommands...)
 	p.register(planCommands...)
+	p.register(fileCommands...)
 	p.register(checkinCommands...)
 	p.register(remindCommands...)
 	p.register(alertCommands...)

@@ -61,7 +61,9 @@ func (a BearerAuth) Authorize(_ context.Context, req *http.Request) error {
 // SMART Backend Services defaults.
 const (
 	// DefaultSMARTScope is requested when SMARTBackendAuth.Scope is empty.
-	DefaultSMARTScope = "system/Observation.read system/Observation.write system/Patient.read"
+	DefaultSMARTScope = "system/Patient.read system/Observation.read system/Observation.write system/DiagnosticReport.read " +
+		"system/CarePlan.read system/CarePlan.write system/Goal.read system/Goal.write system/Communication.write " +
+		"system/QuestionnaireResponse.write"
 	// assertionLifetime is how long a client assertion is valid (SMART allows at most five minutes).
 	assertionLifetime = 4 * time.Minute
 	// tokenRefreshMargin: a cached token is replaced this long before it expires (at most half its lifetime).

@@ -238,6 +238,12 @@ func (o *Outbox) deliver(ctx context.Context, it *store.OutboxItem) (string, []n
 	switch it.Kind {
 	case store.OutboxCheckIn:
 		return o.deliverCheckIn(ctx, it)
+	case store.OutboxCarePlan:
+		return o.deliverCarePlan(ctx, it)
+	case store.OutboxCommunication:
+		return o.deliverCommunication(ctx, it)
+	case store.OutboxQuestionnaireResponse:
+		return o.deliverQuestionnaireResponse(ctx, it)
 	default:
 		return "", nil, permanentError{fmt.Sprintf("unknown outbox kind %q", it.Kind)}
 	}

@@ -63,3 +63,30 @@ func TestCheckInVersions(t *testing.T) {
 		}
 	})
 }
+
+func TestRecordsAreAppendOnly(t *testing.T) {
+	testdb.ForEach(t, func(t *testing.T, cfg store.Config) {
+		ctx := context.Background()
+		st := open(t, cfg)
+		if err := st.Audit.Add(ctx, &store.AuditEntry{Actor: "@a:hs", Action: "read:case", Outcome: "ok"}); err != nil {
+			t.Fatal(err)
+		}
+		cs := &store.Case{Title: "x", CaseRoomID: "!c:hs", PatientRoomID: "!p:hs", CreatedBy: "@doc:hs"}
+		if err := st.Cases.Create(ctx, cs, "$case"); err != nil {
+			t.Fatal(err)
+		}
+		c := &store.CheckIn{CaseID: cs.ID, EventID: "$e", RoomID: "!p:hs", PatientID: "@pat:hs", RecordedBy: "@pat:hs",
+			Source: store.SourcePatient, EffectiveAt: time.Now()}
+		if err := st.CheckIns.Create(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		for _, stmt := range []string{
+			"UPDATE audit SET outcome = 'changed'", "DELETE FROM audit",
+			"UPDATE checkins SET patient_id = 'x'", "DELETE FROM checkin_versions", "UPDATE checkin_versions SET note = 'x'",
+		} {
+			if _, err := st.DB.Exec(ctx, stmt); err == nil {
+				t.Errorf("%q succeeded on an append-only table", stmt)
+			}
+		}
+	})
+}

@@ -14,6 +14,13 @@ import (
 // Kinds of EHR outbox items.
 const (
 	OutboxCheckIn = "checkin" // a check-in version: version 1 creates, later versions amend or mark entered-in-error
+	// OutboxCarePlan is a change of a case's treatment plan: record is the case, version the number of plan item
+	// versions after the change. Delivery writes the plan as it is then, so later items find nothing to change.
+	OutboxCarePlan = "careplan"
+	// OutboxCommunication is a /file command: record is the filing (Filing.ID), version 1.
+	OutboxCommunication = "communication"
+	// OutboxQuestionnaireResponse is a completed guided check-in: record is the session (GuidedSession.ID), version 1.
+	OutboxQuestionnaireResponse = "questionnaireresponse"
 )
 
 // OutboxItem is a record waiting for (or done with) delivery to the EHR.

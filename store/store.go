@@ -48,6 +48,7 @@ type Store struct {
 	Alerts    *AlertQuery
 	EHR       *EHROutboxQuery
 	EHRReads  *EHRReadQuery
+	Filings   *FilingQuery
 
 	// InstanceID is a random id made when the database was created; it keeps outgoing transaction IDs unique
 	// even when a homeserver has seen an earlier database of the same bot.
@@ -95,6 +96,7 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*Store, error) {
 	st.Alerts = &AlertQuery{db: db}
 	st.EHR = &EHROutboxQuery{db: db}
 	st.EHRReads = &EHRReadQuery{db: db}
+	st.Filings = &FilingQuery{db: db}
 	if st.InstanceID, err = loadInstanceID(ctx, db); err != nil {
 		_ = db.Close()
 		return nil, err
