@@ -1,7 +1,7 @@
 # Developer entry points for caseroom. `make` (or `make help`) lists the targets.
 
 .DEFAULT_GOAL := help
-.PHONY: help run test fuzz build tools fmt vet
+.PHONY: help run test fuzz build tools fmt vet bench
 
 # How much `make fuzz` runs each fuzz target (a count of inputs, not a duration: Go 1.26's time limit can fail a
 # run with "context deadline exceeded" on a loaded machine), and how long it may spend shrinking one input.
@@ -37,3 +37,6 @@ fmt: ## Format the Go code
 
 vet: ## Run go vet
 	go vet ./...
+
+bench: ## Benchmark caseroom against a real Dendrite and the FHIR test server (~10 min; writes bench.json)
+	go run ./cmd/caseroom-bench -json bench.json

@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/caseroom/caseroom/internal/dendrite"
+	"github.com/caseroom/caseroom/internal/fhirtest"
 	"github.com/caseroom/caseroom/store"
 )
 
@@ -141,7 +142,13 @@ func runEngine(ctx context.Context, r engineRun) (res *EngineResult, err error) 
 	hsURL := fmt.Sprintf("http://127.0.0.1:%d", hsPort)
 	domain := fmt.Sprintf("localhost:%d", hsPort)
 
-	setup, err := writeCaseroomConfig(r.dir, hsURL, domain, db)
+	r.say("%s: starting the FHIR test server", r.engine.title())
+	fhir, err := fhirtest.Start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer fhir.Stop()
+	setup, err := writeCaseroomConfig(r.dir, hsURL, domain, db, fhir.URL)
 	if err != nil {
 		return nil, err
 	}
@@ -209,6 +216,18 @@ func runEngine(ctx context.Context, r engineRun) (res *EngineResult, err error) 
 	}
 	defer world.close()
 
+	// The bench reads caseroom's database to follow the set-up, check-ins, the inbox and the outbox; it is
+	// migrated by now.
+	st, err := store.Open(ctx, store.Config{Type: db.Type, URI: db.URI, MaxOpenConns: 1}, zerolog.Nop())
+	if err != nil {
+		return res, fmt.Errorf("failed to open caseroom's database: %w", err)
+	}
+	defer st.Close()
+	r.say("%s: opening a case with a FHIR patient per room", r.engine.title())
+	if err = setUpCases(ctx, hs, world, st, botID, fhir); err != nil {
+		return res, fmt.Errorf("case set-up failed: %w", err)
+	}
+
 	for _, sc := range latencyScenarios {
 		for _, mode := range latencyModes(r.opts) {
 			if sc.Pending != "" {
@@ -227,12 +246,6 @@ func runEngine(ctx context.Context, r engineRun) (res *EngineResult, err error) 
 		return res, err
 	}
 
-	// The bench reads the inbox backlog to time processing; the database is migrated by now.
-	st, err := store.Open(ctx, store.Config{Type: db.Type, URI: db.URI, MaxOpenConns: 1}, zerolog.Nop())
-	if err != nil {
-		return res, fmt.Errorf("failed to open caseroom's database to watch the inbox: %w", err)
-	}
-	defer st.Close()
 	template := floor.recordedMessage()
 	for _, sc := range ingestScenarios {
 		if sc.Pending != "" {
@@ -242,12 +255,24 @@ func runEngine(ctx context.Context, r engineRun) (res *EngineResult, err error) 
 		r.say("%s: %s", r.engine.title(), sc.Name)
 		row, err := runIngest(ctx, ingestRun{
 			scenario: sc, events: r.opts.IngestEvents, botURL: setup.BotURL, hsToken: setup.Config.Appservice.HSToken,
-			domain: domain, senders: world.userIDs(), template: template, inbox: st.Inbox,
+			domain: domain, senders: world.userIDs(), template: template, inbox: st.Inbox, st: st,
+			patients: world.patientRooms(),
 		})
 		res.Ingest = append(res.Ingest, row)
 		if err != nil {
 			return res, err
 		}
+	}
+	r.say("%s: outbox drain to the FHIR server (%d server creates, %d check-ins)", r.engine.title(), r.opts.ServerCreates, r.opts.DrainCheckins)
+	res.Drain, err = runDrain(ctx, drainRun{
+		creates: r.opts.ServerCreates, checkins: r.opts.DrainCheckins, botURL: setup.BotURL,
+		hsToken: setup.Config.Appservice.HSToken, st: st, fhir: fhir, patients: world.patientRooms(),
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return res, fmt.Errorf("outbox drain: %w", err)
+		}
+		res.Drain.Error = err.Error() // reported; memory is still measured
 	}
 	if res.Memory.EndRSSKiB, res.Memory.PeakRSSKiB, err = bot.memory(); err != nil {
 		return res, err

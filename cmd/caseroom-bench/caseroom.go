@@ -89,7 +89,7 @@ type caseroomSetup struct {
 
 // writeCaseroomConfig writes a config the way an operator would (production logging: info, JSON, to a file) and
 // the registration caseroom derives from it.
-func writeCaseroomConfig(dir, hsURL, domain string, db *database) (*caseroomSetup, error) {
+func writeCaseroomConfig(dir, hsURL, domain string, db *database, ehrURL string) (*caseroomSetup, error) {
 	port, err := dendrite.FreePort()
 	if err != nil {
 		return nil, err
@@ -113,6 +113,7 @@ func writeCaseroomConfig(dir, hsURL, domain string, db *database) (*caseroomSetu
 		"encryption": map[string]any{
 			"pickle_key": random.String(64),
 		},
+		"ehr": map[string]any{"url": ehrURL, "timeout": "10s"},
 	}
 	out, err := yaml.Marshal(doc)
 	if err != nil {

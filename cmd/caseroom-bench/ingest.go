@@ -34,13 +34,14 @@ type ingestScenario struct {
 	CheckinShare float64
 	// TargetEventsPerSec is the goal for acknowledged events per second on SQLite (0: none).
 	TargetEventsPerSec float64
-	Pending            string
+	// TargetCheckinsPerSec is the goal for check-ins stored as records with their outbox rows per second.
+	TargetCheckinsPerSec float64
+	Pending              string
 }
 
 var ingestScenarios = []ingestScenario{
-	{Name: "ingest, 1 connection (as a homeserver sends)", Conns: 1, CheckinShare: 0.10, TargetEventsPerSec: 20_000},
-	{Name: "ingest, 4 connections", Conns: 4, CheckinShare: 0.10, TargetEventsPerSec: 20_000},
-	{Name: "outbox drain", Pending: "the outbox of check-ins to the FHIR server is not built yet"},
+	{Name: "ingest, 1 connection (as a homeserver sends)", Conns: 1, CheckinShare: 0.10, TargetEventsPerSec: 20_000, TargetCheckinsPerSec: 3_000},
+	{Name: "ingest, 4 connections", Conns: 4, CheckinShare: 0.10, TargetEventsPerSec: 20_000, TargetCheckinsPerSec: 3_000},
 }
 
 // chatLines are the bodies of the chat messages, numbered to make each unique.
@@ -53,8 +54,7 @@ var chatLines = []string{
 	"Can we move the call to the afternoon?",
 }
 
-// checkinLine is what a check-in looks like; caseroom has no check-in command yet and answers it as an unknown
-// command.
+// checkinLine is the check-in of the ingest scenarios: two vitals, one record and one outbox row.
 const checkinLine = "!checkin bp=120/80 hr=70"
 
 // ingestRun is one ingest measurement.
@@ -67,12 +67,14 @@ type ingestRun struct {
 	senders  []id.UserID
 	template json.RawMessage // a message event as the homeserver delivered it; nil makes one up
 	inbox    *store.InboxQuery
+	st       *store.Store
+	patients []patientRoom // real patient rooms: the check-ins go there, sent by their patient
 }
 
 // runIngest posts the transactions, then waits until caseroom has processed what it acknowledged.
 func runIngest(ctx context.Context, r ingestRun) (IngestResult, error) {
 	sc := r.scenario
-	res := IngestResult{Scenario: sc.Name, Conns: sc.Conns, TargetEventsPerSec: sc.TargetEventsPerSec}
+	res := IngestResult{Scenario: sc.Name, Conns: sc.Conns, TargetEventsPerSec: sc.TargetEventsPerSec, TargetCheckinsPerSec: sc.TargetCheckinsPerSec}
 	bodies, checkins, err := r.transactions()
 	if err != nil {
 		return res, err
@@ -80,6 +82,14 @@ func runIngest(ctx context.Context, r ingestRun) (IngestResult, error) {
 	res.Transactions, res.Events, res.CheckinShaped = len(bodies), len(bodies)*txnSize, checkins
 	res.TemplateRecorded = r.template != nil
 
+	checkinsBefore, err := countRows(ctx, r.st, "SELECT COUNT(*) FROM checkins")
+	if err != nil {
+		return res, err
+	}
+	outboxBefore, err := countRows(ctx, r.st, "SELECT COUNT(*) FROM ehr_outbox")
+	if err != nil {
+		return res, err
+	}
 	client := &http.Client{Timeout: 30 * time.Second, Transport: newTransport(sc.Conns)}
 	defer client.CloseIdleConnections()
 	runID := random.String(8)
@@ -128,8 +138,16 @@ func runIngest(ctx context.Context, r ingestRun) (IngestResult, error) {
 	drainCtx, cancel := context.WithTimeout(ctx, drainTimeout)
 	defer cancel()
 	for {
+		if !res.CheckinsFinished {
+			stored, err := countRows(drainCtx, r.st, "SELECT COUNT(*) FROM checkins")
+			if err == nil && stored-checkinsBefore >= checkins {
+				res.CheckinsFinished = true
+				res.CheckinsSeconds = time.Since(start).Seconds()
+				res.CheckinsPerSec = float64(checkins) / res.CheckinsSeconds
+			}
+		}
 		backlog, _, err := r.inbox.Backlog(drainCtx)
-		if err == nil && backlog == 0 {
+		if err == nil && backlog == 0 && res.CheckinsFinished {
 			res.DrainFinished = true
 			break
 		}
@@ -145,6 +163,12 @@ func runIngest(ctx context.Context, r ingestRun) (IngestResult, error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	res.ProcessedSeconds = time.Since(start).Seconds()
+	if n, err := countRows(ctx, r.st, "SELECT COUNT(*) FROM checkins"); err == nil {
+		res.CheckinsStored = n - checkinsBefore
+	}
+	if n, err := countRows(ctx, r.st, "SELECT COUNT(*) FROM ehr_outbox"); err == nil {
+		res.OutboxRows = n - outboxBefore
+	}
 	if res.DrainFinished {
 		res.ProcessedPerSec = float64(res.Events) / res.ProcessedSeconds
 	}
@@ -171,9 +195,9 @@ func putTransaction(ctx context.Context, client *http.Client, url, hsToken strin
 }
 
 // transactions builds the request bodies before the clock starts: events copied from the template with new event
-// IDs, bodies and timestamps, spread over 16 rooms and the bench's senders, with exactly CheckinShare of them
-// check-in-shaped at shuffled positions. The rooms are made up: caseroom is not in them, so the homeserver refuses
-// its answers to the check-in-shaped messages at once (the processing therefore does not include real sends).
+// IDs, bodies and timestamps, with exactly CheckinShare of them check-ins at shuffled positions. Check-ins go to the
+// real patient rooms of the cases, sent by their patients, so caseroom stores them and queues them for the EHR;
+// chat goes to 16 made-up rooms from the bench's senders.
 func (r ingestRun) transactions() (bodies [][]byte, checkins int, err error) {
 	template := map[string]any{}
 	if r.template != nil {
@@ -190,6 +214,9 @@ func (r ingestRun) transactions() (bodies [][]byte, checkins int, err error) {
 	rooms := make([]id.RoomID, 16)
 	for i := range rooms {
 		rooms[i] = id.RoomID("!" + random.String(18) + ":" + r.domain)
+	}
+	if len(r.patients) == 0 {
+		return nil, 0, errors.New("no patient rooms to send check-ins to")
 	}
 
 	total := ceilDiv(r.events, txnSize) * txnSize
@@ -216,6 +243,10 @@ func (r ingestRun) transactions() (bodies [][]byte, checkins int, err error) {
 		evt["event_id"] = newEventID()
 		evt["room_id"] = rooms[i%len(rooms)]
 		evt["sender"] = senders[i%len(senders)]
+		if isCheckin[i] {
+			p := r.patients[i%len(r.patients)]
+			evt["room_id"], evt["sender"] = p.Room, p.Patient
+		}
 		evt["origin_server_ts"] = baseTS + int64(i)
 		evt["content"] = map[string]any{"msgtype": "m.text", "body": body}
 		evt["unsigned"] = map[string]any{"age": 12}
@@ -244,4 +275,13 @@ func newEventID() string {
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	return "$" + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// countRows runs a SELECT COUNT(*) on caseroom's database.
+func countRows(ctx context.Context, st *store.Store, query string) (int, error) {
+	var n int
+	if err := st.DB.QueryRow(ctx, query).Scan(&n); err != nil {
+		return 0, fmt.Errorf("%s: %w", query, err)
+	}
+	return n, nil
 }

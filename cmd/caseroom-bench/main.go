@@ -50,6 +50,9 @@ type options struct {
 	StartupRuns  int           `json:"startup_runs"`
 	Postgres     string        `json:"-"` // may hold a password
 	Keep         bool          `json:"-"`
+	// ServerCreates and DrainCheckins size the outbox drain scenario.
+	ServerCreates int `json:"server_creates"`
+	DrainCheckins int `json:"drain_checkins"`
 }
 
 func main() {
@@ -97,13 +100,15 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 	flags.IntVar(&opts.Rooms, "rooms", defaultRooms, "rooms (one client each) of the concurrent latency scenarios")
 	dbList := flags.String("db", "sqlite,postgres", "database engines to measure caseroom on, comma-separated: sqlite, postgres")
 	flags.StringVar(&opts.JSONPath, "json", "", "also write the results as JSON to this file")
-	flags.BoolVar(&opts.Quick, "quick", false, fmt.Sprintf("smoke run: n=%d, warmup=%d, ingest-events=%d, startup-runs=%d unless given",
-		quickN, quickWarmup, quickIngestEvents, quickStartupRuns))
+	flags.BoolVar(&opts.Quick, "quick", false, fmt.Sprintf("smoke run: n=%d, warmup=%d, ingest-events=%d, startup-runs=%d, server-creates=%d, drain-checkins=%d unless given",
+		quickN, quickWarmup, quickIngestEvents, quickStartupRuns, quickServerCreates, quickDrainCheckins))
 	flags.DurationVar(&opts.Timeout, "timeout", 20*time.Minute, "stop everything and fail after this long")
 	flags.IntVar(&opts.IngestEvents, "ingest-events", defaultIngestEvents, "events posted per ingest scenario (in transactions of 50)")
 	flags.IntVar(&opts.StartupRuns, "startup-runs", defaultStartupRuns, "start-ups of caseroom on the migrated database to time")
 	flags.StringVar(&opts.Postgres, "postgres", envOr("CASEROOM_TEST_POSTGRES", defaultPostgres),
 		"PostgreSQL maintenance database URL; each run creates and drops its own database next to it")
+	flags.IntVar(&opts.ServerCreates, "server-creates", defaultServerCreates, "sequential Observation creates that time the FHIR server's own rate")
+	flags.IntVar(&opts.DrainCheckins, "drain-checkins", defaultDrainCheckins, "check-ins of the outbox drain burst")
 	flags.BoolVar(&opts.Keep, "keep", false, "keep the working directory (logs, configs, SQLite database) after the run")
 	flags.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: caseroom-bench [-quick] [-n 1000] [-warmup 50] [-rooms 16] [-db sqlite,postgres] [-json out.json]")
@@ -133,6 +138,8 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 			{"warmup", &opts.Warmup, quickWarmup},
 			{"ingest-events", &opts.IngestEvents, quickIngestEvents},
 			{"startup-runs", &opts.StartupRuns, quickStartupRuns},
+			{"server-creates", &opts.ServerCreates, quickServerCreates},
+			{"drain-checkins", &opts.DrainCheckins, quickDrainCheckins},
 		}
 		for _, q := range quick {
 			if !given[q.name] {
@@ -152,6 +159,9 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 	}
 	if opts.IngestEvents < txnSize {
 		problems = append(problems, fmt.Sprintf("-ingest-events must be at least %d", txnSize))
+	}
+	if opts.ServerCreates < 1 || opts.DrainCheckins < 1 {
+		problems = append(problems, "-server-creates and -drain-checkins must be at least 1")
 	}
 	if opts.StartupRuns < 1 {
 		problems = append(problems, "-startup-runs must be at least 1")
