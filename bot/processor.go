@@ -24,16 +24,25 @@ const (
 	maxPermanentTries = 5
 )
 
-// processor runs one worker per room with pending work, so events of a room are handled in order while rooms
-// proceed in parallel.
+// processor runs, per room with pending work, one processing worker (events in order) and one sending worker
+// (queued messages in order), so events of a room are handled in order, rooms proceed in parallel, and processing
+// does not wait for the homeserver to accept the replies of earlier events.
 type processor struct {
 	bot *Bot
-	sem chan struct{}
 
-	mu      sync.Mutex
-	started bool // set by resume: until then events are only stored (the bot is still setting up, e.g. encryption)
+	mu         sync.Mutex
+	started    bool // set by resume: until then events are only stored (the bot is still setting up, e.g. encryption)
+	processing *lane
+	sending    *lane
+	wg         sync.WaitGroup
+}
+
+// lane is one kind of per-room work with at most one worker per room.
+type lane struct {
+	name    string
+	work    func(ctx context.Context, roomID id.RoomID) error
+	sem     chan struct{}
 	workers map[id.RoomID]*roomWorker
-	wg      sync.WaitGroup
 }
 
 type roomWorker struct {
@@ -42,7 +51,10 @@ type roomWorker struct {
 }
 
 func newProcessor(b *Bot) *processor {
-	return &processor{bot: b, sem: make(chan struct{}, maxRoomWorkers), workers: make(map[id.RoomID]*roomWorker)}
+	p := &processor{bot: b}
+	p.processing = &lane{name: "processing", work: p.drain, sem: make(chan struct{}, maxRoomWorkers), workers: make(map[id.RoomID]*roomWorker)}
+	p.sending = &lane{name: "sending", work: b.flush, sem: make(chan struct{}, maxRoomWorkers), workers: make(map[id.RoomID]*roomWorker)}
+	return p
 }
 
 // resume starts processing: it wakes every room that has unprocessed events or unsent messages, e.g. after a crash
@@ -59,8 +71,11 @@ func (p *processor) resume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, roomID := range append(rooms, outRooms...) {
-		p.wake(roomID)
+	for _, roomID := range rooms {
+		p.wakeLane(p.processing, roomID)
+	}
+	for _, roomID := range outRooms {
+		p.wakeLane(p.sending, roomID)
 	}
 	if len(rooms)+len(outRooms) > 0 {
 		p.bot.Log.Info().Int("rooms", len(rooms)).Int("rooms_with_unsent", len(outRooms)).Msg("Resuming pending work")
@@ -68,59 +83,64 @@ func (p *processor) resume(ctx context.Context) error {
 	return nil
 }
 
-// wake makes sure a worker will look at the room's pending work.
+// wake makes sure workers will look at the room's pending events and unsent messages.
 func (p *processor) wake(roomID id.RoomID) {
+	p.wakeLane(p.processing, roomID)
+	p.wakeLane(p.sending, roomID)
+}
+
+func (p *processor) wakeLane(l *lane, roomID id.RoomID) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.started || p.bot.ctx == nil || p.bot.ctx.Err() != nil {
 		return
 	}
-	if w, ok := p.workers[roomID]; ok {
+	if w, ok := l.workers[roomID]; ok {
 		w.more = true
 		return
 	}
 	w := &roomWorker{roomID: roomID}
-	p.workers[roomID] = w
+	l.workers[roomID] = w
 	p.wg.Add(1)
-	go p.run(w)
+	go p.run(l, w)
 }
 
 func (p *processor) wait() {
 	p.wg.Wait()
 }
 
-// run processes a room until it has no pending work left.
-func (p *processor) run(w *roomWorker) {
+// run does a lane's work for a room until there is none left, retrying with backoff after errors.
+func (p *processor) run(l *lane, w *roomWorker) {
 	defer p.wg.Done()
 	ctx := p.bot.ctx
-	log := p.bot.Log.With().Stringer("room_id", w.roomID).Logger()
+	log := p.bot.Log.With().Stringer("room_id", w.roomID).Str("lane", l.name).Logger()
 	ctx = log.WithContext(ctx)
 	select {
-	case p.sem <- struct{}{}:
+	case l.sem <- struct{}{}:
 	case <-ctx.Done():
-		p.finish(w, true)
+		p.finish(l, w, true)
 		return
 	}
-	defer func() { <-p.sem }()
+	defer func() { <-l.sem }()
 	backoff := time.Second
 	for {
-		err := p.drain(ctx, w.roomID)
+		err := l.work(ctx, w.roomID)
 		if err == nil {
 			backoff = time.Second
-			if p.finish(w, false) {
+			if p.finish(l, w, false) {
 				return
 			}
 			continue
 		}
 		if ctx.Err() != nil {
-			p.finish(w, true)
+			p.finish(l, w, true)
 			return
 		}
-		log.Warn().Err(err).Dur("retry_in", backoff).Msg("Room processing failed, will retry")
+		log.Warn().Err(err).Dur("retry_in", backoff).Msg("Room work failed, will retry")
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			p.finish(w, true)
+			p.finish(l, w, true)
 			return
 		}
 		backoff = min(backoff*2, maxBackoff)
@@ -128,26 +148,23 @@ func (p *processor) run(w *roomWorker) {
 }
 
 // finish removes the worker unless more work arrived meanwhile; it reports whether the worker should stop.
-func (p *processor) finish(w *roomWorker, force bool) bool {
+func (p *processor) finish(l *lane, w *roomWorker, force bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if w.more && !force {
 		w.more = false
 		return false
 	}
-	delete(p.workers, w.roomID)
+	delete(l.workers, w.roomID)
 	return true
 }
 
-// drain processes the room's pending events in order, sending the queued messages after each, and returns when
-// the inbox and the outgoing queue of the room are empty or an error says to retry later.
+// drain processes the room's pending events in order and returns when there are none left or an error says to
+// retry later. After each event it wakes the room's sender, which sends the queued messages meanwhile.
 func (p *processor) drain(ctx context.Context, roomID id.RoomID) error {
 	if holdProcessing {
 		<-ctx.Done()
 		return ctx.Err()
-	}
-	if err := p.bot.flush(ctx, roomID); err != nil {
-		return err
 	}
 	for {
 		events, err := p.bot.Store.Inbox.Pending(ctx, roomID, pendingBatch)
@@ -161,9 +178,7 @@ func (p *processor) drain(ctx context.Context, roomID id.RoomID) error {
 			if err = p.bot.process(ctx, evt); err != nil {
 				return err
 			}
-			if err = p.bot.flush(ctx, roomID); err != nil {
-				return err
-			}
+			p.wakeLane(p.sending, roomID)
 		}
 	}
 }
