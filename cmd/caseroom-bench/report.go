@@ -323,8 +323,8 @@ func printMarkdown(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "\nIngest posts recorded transactions (a message event as Dendrite delivered it, copied with new IDs) "+
 		"straight to caseroom's transaction endpoint with the durable inbox on. Chat goes to made-up rooms; check-ins go to "+
 		"the real patient rooms of the cases, sent by their patients, and count as processed once their records are stored "+
-		"(the outbox row is written in the same transaction); the rate does not wait for the replies, but caseroom's room "+
-		"worker sends a room's queued replies before it takes the room's next event, so reply sending still paces it. The outbox drain waits for earlier check-ins to be filed, times the FHIR server's own "+
+		"(the outbox row is written in the same transaction); the rate does not wait for the replies, which separate "+
+		"per-room senders deliver meanwhile. The outbox drain waits for earlier check-ins to be filed, times the FHIR server's own "+
 		"sequential creates, then posts a burst of one-vital check-ins (one transaction Bundle each) and times the outbox "+
 		"from all stored to empty; duplicates are counted per check-in by the Observation identifier.\n")
 }
