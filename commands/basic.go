@@ -33,18 +33,27 @@ func (p *Processor) helpCommand() *Command {
 				call.Reply(p.commandHelp(name))
 				return nil
 			}
-			call.Reply(p.overview(call.Room, call.Bot.BotID()))
+			hidePHI := false
+			if call.Bot.Config.Encryption.Require {
+				encrypted, err := call.Bot.IsEncrypted(ctx, call.Event.RoomID)
+				if err != nil {
+					return err
+				}
+				hidePHI = !encrypted
+			}
+			call.Reply(p.overview(call.Room, call.Bot.BotID(), hidePHI))
 			return nil
 		},
 	}
 }
 
-// overview lists the commands the sender may run in this room, by category, in registration order.
-func (p *Processor) overview(rc *RoomContext, botID id.UserID) string {
+// overview lists the commands the sender may run in this room, by category, in registration order. With hidePHI
+// (an unencrypted room while encryption.require is set) the commands that work with patient data are left out.
+func (p *Processor) overview(rc *RoomContext, botID id.UserID, hidePHI bool) string {
 	var categories []string
 	byCategory := make(map[string][]*Command)
 	for _, cmd := range p.Runnable() {
-		if rc != nil && !mayRun(cmd, rc, botID) {
+		if (rc != nil && !mayRun(cmd, rc, botID)) || (hidePHI && cmd.PHI) {
 			continue
 		}
 		if _, ok := byCategory[cmd.Category]; !ok {
@@ -59,6 +68,10 @@ func (p *Processor) overview(rc *RoomContext, botID id.UserID) string {
 		for _, cmd := range byCategory[category] {
 			fmt.Fprintf(&sb, "* `%s` — %s\n", cmd.UsageLine(), cmd.Description)
 		}
+	}
+	if hidePHI {
+		sb.WriteString("\nThis room is not end-to-end encrypted, so the commands that work with patient data are not listed: " +
+			"they run only in encrypted rooms.\n")
 	}
 	sb.WriteString("\nType `/help <command>` for details.")
 	return sb.String()

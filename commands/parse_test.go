@@ -74,9 +74,22 @@ func TestSuggest(t *testing.T) {
 	}
 }
 
+func TestHelpHidesPHICommandsInUnencryptedRooms(t *testing.T) {
+	p := New()
+	hidden := p.overview(nil, "", true)
+	for _, cmd := range p.Runnable() {
+		if listed := strings.Contains(hidden, "`"+cmd.UsageLine()+"`"); listed == cmd.PHI {
+			t.Errorf("%s (PHI %v) listed=%v in an unencrypted room", cmd.FullName(), cmd.PHI, listed)
+		}
+	}
+	if !strings.Contains(hidden, "not end-to-end encrypted") {
+		t.Error("the overview does not say why commands are missing")
+	}
+}
+
 func TestHelpIsGeneratedFromDefinitions(t *testing.T) {
 	p := New()
-	overview := p.overview(nil, "")
+	overview := p.overview(nil, "", false)
 	for _, cmd := range p.Runnable() {
 		if !strings.Contains(overview, cmd.UsageLine()) || !strings.Contains(overview, cmd.Description) {
 			t.Errorf("overview lacks %s", cmd.Name)
