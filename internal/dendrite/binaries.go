@@ -3,13 +3,12 @@ package dendrite
 import (
 	"context"
 	"debug/buildinfo"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
-	"time"
+
+	"github.com/caseroom/caseroom/internal/childproc"
 )
 
 // Version is the Dendrite release that caseroom tests and develops against.
@@ -90,7 +89,7 @@ func EnsureBinaries(ctx context.Context, toolsDir string) (Binaries, error) {
 	if err = os.MkdirAll(toolsDir, 0o755); err != nil {
 		return Binaries{}, fmt.Errorf("failed to create tools directory: %w", err)
 	}
-	unlock, err := lockFile(ctx, filepath.Join(toolsDir, ".lock"))
+	unlock, err := childproc.LockFile(ctx, filepath.Join(toolsDir, ".lock"))
 	if err != nil {
 		return Binaries{}, err
 	}
@@ -117,31 +116,4 @@ func EnsureBinaries(ctx context.Context, toolsDir string) (Binaries, error) {
 		return Binaries{}, fmt.Errorf("go install did not produce Dendrite %s binaries in %s", Version, filepath.Dir(bins.Dendrite))
 	}
 	return bins, nil
-}
-
-// lockFile takes an exclusive flock on path, polling so that ctx can cancel the wait.
-func lockFile(ctx context.Context, path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("failed to open lock file: %w", err)
-	}
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() {
-				_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-				_ = f.Close()
-			}, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			_ = f.Close()
-			return nil, fmt.Errorf("failed to lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			_ = f.Close()
-			return nil, fmt.Errorf("gave up waiting for lock %s: %w", path, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }

@@ -3,7 +3,6 @@
 package dendrite
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -16,12 +15,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/caseroom/caseroom/internal/childproc"
 )
 
 // Timeouts for starting and stopping Dendrite.
@@ -76,7 +76,7 @@ type Server struct {
 	bins   Binaries
 	args   []string
 	stdout io.Writer
-	tail   *tailBuffer
+	tail   *childproc.Tail
 
 	mu   sync.Mutex
 	proc *process
@@ -163,7 +163,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		SharedSecret: secret,
 		bins:         opts.Binaries,
 		stdout:       opts.Stdout,
-		tail:         &tailBuffer{max: 32 << 10},
+		tail:         &childproc.Tail{Max: 32 << 10},
 	}
 	s.args = []string{"-config", s.ConfigPath, "-http-bind-address", httpAddr, "-really-enable-open-registration"}
 	if opts.Federation {
@@ -240,7 +240,7 @@ func (s *Server) start(ctx context.Context) error {
 		}
 		logFileHandle, out = f, f
 	}
-	s.tail.reset()
+	s.tail.Reset()
 	w := io.MultiWriter(out, s.tail)
 	cmd := exec.Command(s.bins.Dendrite, s.args...)
 	cmd.Dir = s.Dir
@@ -276,7 +276,7 @@ func (s *Server) start(ctx context.Context) error {
 	if err := s.waitReady(ctx, p); err != nil {
 		p.signal(syscall.SIGKILL)
 		<-p.done
-		return fmt.Errorf("%w; last lines of the Dendrite log:\n%s", err, s.tail.lastLines(30))
+		return fmt.Errorf("%w; last lines of the Dendrite log:\n%s", err, s.tail.LastLines(30))
 	}
 	return nil
 }
@@ -378,41 +378,7 @@ func readServerName(path string) (string, error) {
 	return cfg.Global.ServerName, nil
 }
 
-// tailBuffer keeps the last max bytes written to it, for error messages.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) reset() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = t.buf[:0]
-}
-
-// lastLines returns up to n complete last lines.
-func (t *tailBuffer) lastLines(n int) string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	lines := bytes.Split(bytes.TrimRight(t.buf, "\n"), []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return string(bytes.Join(lines, []byte("\n")))
-}
-
 // LogTail returns up to n last lines that Dendrite logged since it was last started, for diagnostics.
 func (s *Server) LogTail(n int) string {
-	return strings.TrimSpace(s.tail.lastLines(n))
+	return s.tail.LastLines(n)
 }

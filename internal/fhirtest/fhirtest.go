@@ -22,6 +22,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/caseroom/caseroom/internal/childproc"
 )
 
 // ServerDirEnv names the environment variable that overrides the directory of server.js and its package.json.
@@ -87,7 +89,7 @@ func ensureInstalled(ctx context.Context, dir string) error {
 	if _, err = exec.LookPath("node"); err != nil {
 		return fmt.Errorf("%w: %v", ErrNodeUnavailable, err)
 	}
-	unlock, err := lockFile(ctx, filepath.Join(dir, ".install.lock"))
+	unlock, err := childproc.LockFile(ctx, filepath.Join(dir, ".install.lock"))
 	if err != nil {
 		return err
 	}
@@ -150,33 +152,6 @@ func installed(dir string, want lockedPackages) bool {
 	return true
 }
 
-// lockFile takes an exclusive flock on path, polling so that ctx can cancel the wait.
-func lockFile(ctx context.Context, path string) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("failed to open lock file: %w", err)
-	}
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() {
-				_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-				_ = f.Close()
-			}, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			_ = f.Close()
-			return nil, fmt.Errorf("failed to lock %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			_ = f.Close()
-			return nil, fmt.Errorf("gave up waiting for lock %s: %w", path, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
 // Server is a running FHIR test server. It holds no real patient data: everything is in memory.
 type Server struct {
 	// URL is the FHIR base URL, such as http://127.0.0.1:41234/fhir/R4.
@@ -189,7 +164,7 @@ type Server struct {
 	http *http.Client
 	cmd  *exec.Cmd
 	done chan struct{} // closed once the process has exited
-	tail *tailBuffer
+	tail *childproc.Tail
 
 	stopOnce sync.Once
 }
@@ -218,7 +193,7 @@ func StartOnPort(ctx context.Context, listenPort int) (*Server, error) {
 	s := &Server{
 		http: &http.Client{Timeout: controlTimeout},
 		done: make(chan struct{}),
-		tail: &tailBuffer{max: 16 << 10},
+		tail: &childproc.Tail{Max: 16 << 10},
 	}
 	cmd := exec.Command(node, "server.js", "--port", strconv.Itoa(listenPort), "--host", "127.0.0.1")
 	cmd.Dir = dir
@@ -417,27 +392,4 @@ func (s *Server) control(ctx context.Context, method, path string, body, out any
 		return json.Unmarshal(raw, out)
 	}
 	return nil
-}
-
-// tailBuffer keeps the last max bytes written to it, for error messages.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.buf))
 }
