@@ -18,7 +18,7 @@ import (
 )
 
 const (
-	pendingBatch      = 20
+	pendingBatch      = 50
 	maxRoomWorkers    = 16
 	maxBackoff        = 30 * time.Second
 	maxPermanentTries = 5
@@ -160,7 +160,7 @@ func (p *processor) finish(l *lane, w *roomWorker, force bool) bool {
 }
 
 // drain processes the room's pending events in order and returns when there are none left or an error says to
-// retry later. After each event it wakes the room's sender, which sends the queued messages meanwhile.
+// retry later. After each event with messages to send it wakes the room's sender, which sends them meanwhile.
 func (p *processor) drain(ctx context.Context, roomID id.RoomID) error {
 	if holdProcessing {
 		<-ctx.Done()
@@ -174,17 +174,51 @@ func (p *processor) drain(ctx context.Context, roomID id.RoomID) error {
 		if len(events) == 0 {
 			return nil
 		}
+		var quiet []processedMark
 		for _, evt := range events {
-			if err = p.bot.process(ctx, evt); err != nil {
-				return err
+			if err = p.bot.process(ctx, evt, &quiet); err != nil {
+				break
 			}
-			p.wakeLane(p.sending, roomID)
+		}
+		// Marks of events without effects that no later event's transaction took along: before the next batch
+		// is read, since it would return them again.
+		if markErr := p.bot.markQuiet(ctx, quiet); err == nil {
+			err = markErr
+		}
+		if err != nil {
+			return err
 		}
 	}
 }
 
-// process handles one inbox event and stores its effects together with its processed mark.
-func (b *Bot) process(ctx context.Context, stored *store.InboxEvent) error {
+// processedMark is an event handled without effects (nothing to store, send or do afterwards, e.g. chat the bot
+// has nothing to say about) whose processed mark waits for the next transaction, so that a run of such events costs
+// one database transaction instead of one each. If the bot stops before the mark is stored, the event is handled
+// again, which changes nothing.
+type processedMark struct {
+	seq     int64
+	outcome string
+}
+
+// markQuiet stores the waiting marks of events without effects.
+func (b *Bot) markQuiet(ctx context.Context, quiet []processedMark) error {
+	if len(quiet) == 0 {
+		return nil
+	}
+	return b.Store.DB.DoTxn(ctx, nil, func(ctx context.Context) error {
+		for _, m := range quiet {
+			if _, err := b.Store.Inbox.MarkProcessed(ctx, m.seq, m.outcome); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// process handles one inbox event and stores its effects together with its processed mark. An event without
+// effects only adds its mark to quiet (see processedMark); an event with effects stores the waiting marks in its
+// transaction and empties quiet.
+func (b *Bot) process(ctx context.Context, stored *store.InboxEvent, quiet *[]processedMark) error {
 	log := zerolog.Ctx(ctx).With().Stringer("event_id", stored.EventID).Str("event_type", stored.Type).Logger()
 	ctx = log.WithContext(ctx)
 	evt, err := parseEvent(stored.Raw)
@@ -212,7 +246,18 @@ func (b *Bot) process(ctx context.Context, stored *store.InboxEvent) error {
 	if turn.Outcome == "" {
 		turn.Outcome = "ignored"
 	}
+	if len(turn.writes) == 0 && len(turn.out) == 0 && len(turn.after) == 0 {
+		*quiet = append(*quiet, processedMark{seq: stored.Seq, outcome: turn.Outcome})
+		b.countProcessed(turn)
+		log.Debug().Str("outcome", turn.Outcome).Msg("Processed event")
+		return nil
+	}
 	err = b.Store.DB.DoTxn(ctx, nil, func(ctx context.Context) error {
+		for _, m := range *quiet {
+			if _, err := b.Store.Inbox.MarkProcessed(ctx, m.seq, m.outcome); err != nil {
+				return err
+			}
+		}
 		for i := 0; i < len(turn.writes); i++ { // a write may queue more writes (e.g. its audit entry)
 			if err := turn.writes[i](ctx); err != nil {
 				return err
@@ -243,20 +288,23 @@ func (b *Bot) process(ctx context.Context, stored *store.InboxEvent) error {
 	} else if err != nil {
 		return fmt.Errorf("failed to store result of event %s: %w", evt.ID, err)
 	}
+	*quiet = (*quiet)[:0]
 	for _, out := range turn.out {
-		if out.roomID != stored.RoomID {
-			b.proc.wake(out.roomID)
-		}
+		b.proc.wakeLane(b.proc.sending, out.roomID)
 	}
 	for _, fn := range turn.after {
 		fn()
 	}
+	b.countProcessed(turn)
+	log.Debug().Str("outcome", turn.Outcome).Msg("Processed event")
+	return nil
+}
+
+func (b *Bot) countProcessed(turn *Turn) {
 	b.Metrics.EventsProcessed.WithLabelValues(metricOutcome(turn.Outcome)).Inc()
 	if turn.Command != "" {
 		b.Metrics.Commands.WithLabelValues(turn.Command, metricOutcome(turn.Outcome)).Inc()
 	}
-	log.Debug().Str("outcome", turn.Outcome).Msg("Processed event")
-	return nil
 }
 
 var errAlreadyProcessed = errors.New("event already processed")

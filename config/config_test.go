@@ -203,7 +203,7 @@ func TestValidateBadValues(t *testing.T) {
 			c.Database.Type = DBTypePostgres
 			c.Database.URI = "mysql://u@host/db"
 		}, "database.uri", "mysql://u@host/db"},
-		{"db max open", func(c *Config) { c.Database.MaxOpenConns = 0 }, "database.max_open_conns", "0"},
+		{"db max open", func(c *Config) { c.Database.MaxOpenConns = -1 }, "database.max_open_conns", "-1"},
 		{"db max idle", func(c *Config) { c.Database.MaxIdleConns = -1 }, "database.max_idle_conns", "-1"},
 		{"data_dir empty", func(c *Config) { c.DataDir = "" }, "data_dir", ""},
 		{"admin not mxid", func(c *Config) { c.Admins = []id.UserID{"@alice:hospital.test", "alice"} }, "admins[1]", "alice"},

@@ -96,8 +96,8 @@ func (c *Config) Validate() error {
 	case c.Database.Type == DBTypeSQLite && isPostgresURI:
 		p.got("database.uri", "is a postgres URI but database.type is sqlite3-fk-wal", redactURI(c.Database.URI))
 	}
-	if c.Database.MaxOpenConns < 1 {
-		p.got("database.max_open_conns", "must be at least 1", strconv.Itoa(c.Database.MaxOpenConns))
+	if c.Database.MaxOpenConns < 0 {
+		p.got("database.max_open_conns", "must be 0 (automatic) or more", strconv.Itoa(c.Database.MaxOpenConns))
 	}
 	if c.Database.MaxIdleConns < 0 {
 		p.got("database.max_idle_conns", "must not be negative", strconv.Itoa(c.Database.MaxIdleConns))

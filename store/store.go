@@ -8,6 +8,8 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -55,16 +57,48 @@ type Store struct {
 	InstanceID string
 }
 
+// DefaultMaxOpenConns is the connection limit when the config leaves it at 0. SQLite lets one connection write at
+// a time and makes the others wait in its busy handler, which sleeps for milliseconds between tries; with a single
+// connection, caseroom's writers queue in the connection pool instead and each starts the moment the previous one
+// ends. PostgreSQL writes concurrently.
+func DefaultMaxOpenConns(dbType string) int {
+	if dbType == "postgres" {
+		return 10
+	}
+	return 1
+}
+
+// sqliteStatementCache is how many prepared statements each SQLite connection keeps: caseroom runs a few dozen
+// distinct statements over and over, and preparing them anew each time costs more than running most of them.
+const sqliteStatementCache = 128
+
+// withStatementCache adds the go-sqlite3 statement cache to an SQLite URI that does not set its size itself.
+func withStatementCache(uri string) string {
+	_, query, _ := strings.Cut(uri, "?")
+	if values, err := url.ParseQuery(query); err == nil && values.Has("_stmt_cache_size") {
+		return uri
+	}
+	sep := "?"
+	if strings.Contains(uri, "?") {
+		sep = "&"
+	}
+	return fmt.Sprintf("%s%s_stmt_cache_size=%d", uri, sep, sqliteStatementCache)
+}
+
 // Open opens the database, upgrades it to the latest schema and loads the instance id.
 func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*Store, error) {
 	maxOpen := cfg.MaxOpenConns
 	if maxOpen <= 0 {
-		maxOpen = 5
+		maxOpen = DefaultMaxOpenConns(cfg.Type)
+	}
+	uri := cfg.URI
+	if cfg.Type != "postgres" {
+		uri = withStatementCache(uri)
 	}
 	db, err := dbutil.NewFromConfig("caseroom", dbutil.Config{
 		PoolConfig: dbutil.PoolConfig{
 			Type:         cfg.Type,
-			URI:          cfg.URI,
+			URI:          uri,
 			MaxOpenConns: maxOpen,
 			MaxIdleConns: cfg.MaxIdleConns,
 		},

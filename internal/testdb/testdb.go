@@ -47,7 +47,7 @@ func New(t *testing.T, engine Engine) store.Config {
 	switch engine {
 	case SQLite:
 		path := filepath.Join(t.TempDir(), "caseroom.db")
-		return store.Config{Type: "sqlite3-fk-wal", URI: "file:" + path + "?_txlock=immediate", MaxOpenConns: 5, MaxIdleConns: 2}
+		return store.Config{Type: "sqlite3-fk-wal", URI: "file:" + path + "?_txlock=immediate", MaxIdleConns: 2}
 	case Postgres:
 		return newPostgres(t)
 	default:
@@ -89,7 +89,7 @@ func newPostgres(t *testing.T) store.Config {
 	if uri == admin {
 		t.Fatalf("CASEROOM_TEST_POSTGRES must name the postgres database with a query string, got %s", redact(admin))
 	}
-	return store.Config{Type: "postgres", URI: uri, MaxOpenConns: 5, MaxIdleConns: 2}
+	return store.Config{Type: "postgres", URI: uri, MaxIdleConns: 2}
 }
 
 // Unavailable reports a real component that could not be started: a failure when CI is set, a skip otherwise.
