@@ -85,6 +85,7 @@ type Bot struct {
 	hsCheckedAt time.Time
 	failMu      sync.Mutex
 	failures    map[int64]int // inbox seq -> failed attempts, for giving up on events that fail for good
+	resend      resendCheck   // messages queued before the start that may already be in their rooms (resend.go)
 	sched       scheduler
 	stop        context.CancelFunc
 	ctx         context.Context

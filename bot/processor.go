@@ -376,11 +376,15 @@ func parseEvent(raw []byte) (*event.Event, error) {
 }
 
 // flush sends the room's queued messages in order. Each is sent with a transaction ID made from the database's
-// instance ID and the message's sequence number, so that resending after a crash is deduplicated by the homeserver.
+// instance ID and the message's sequence number, so that resending after a crash is deduplicated by the homeserver;
+// where the homeserver forgot the transaction, settleUnsent (resend.go) finds the message in the room first.
 // With end-to-end encryption, messages are sent by the bot's device, which encrypts them for encrypted rooms.
 func (b *Bot) flush(ctx context.Context, roomID id.RoomID) error {
 	if holdSending {
 		return nil
+	}
+	if err := b.settleUnsent(ctx, roomID); err != nil {
+		return err
 	}
 	for {
 		pending, err := b.Store.Outgoing.Pending(ctx, roomID, pendingBatch)
@@ -400,7 +404,7 @@ func (b *Bot) flush(ctx context.Context, roomID id.RoomID) error {
 
 func (b *Bot) sendOutgoing(ctx context.Context, out *store.Outgoing) error {
 	log := zerolog.Ctx(ctx).With().Int64("outgoing_seq", out.Seq).Logger()
-	txnID := fmt.Sprintf("caseroom.%s.%d", b.Store.InstanceID, out.Seq)
+	txnID := outgoingTxnID(b.Store.InstanceID, out.Seq)
 	req := mautrix.ReqSendEvent{TransactionID: txnID}
 	var resp *mautrix.RespSendEvent
 	var err error

@@ -44,6 +44,10 @@ const (
 	markAttemptQuery          = `UPDATE outgoing SET attempts = attempts + 1, last_error = $2 WHERE seq = $1`
 	markFailedQuery           = `UPDATE outgoing SET attempts = attempts + 1, last_error = $2, failed_at = $3 WHERE seq = $1`
 	sentEventQuery            = `SELECT COALESCE(sent_event_id, '') FROM outgoing WHERE seq = $1`
+	unsentBeforeQuery         = `
+		SELECT seq FROM outgoing WHERE room_id = $1 AND sent_at IS NULL AND failed_at IS NULL AND created_at < $2 ORDER BY seq`
+	unsentBeforeRoomsQuery = `
+		SELECT DISTINCT room_id FROM outgoing WHERE sent_at IS NULL AND failed_at IS NULL AND created_at < $1`
 )
 
 // Add queues an event for sending. Call it inside the transaction that records the decision to send it.
@@ -90,6 +94,18 @@ func scanOutgoing(row dbutil.Scannable) (*Outgoing, error) {
 // PendingRooms lists the rooms with unsent events.
 func (q *OutgoingQuery) PendingRooms(ctx context.Context) ([]id.RoomID, error) {
 	rows, err := q.db.Query(ctx, pendingOutgoingRoomsQuery)
+	return dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[id.RoomID], err).AsList()
+}
+
+// UnsentBefore returns the sequence numbers of a room's unsent events that were queued before t, in order.
+func (q *OutgoingQuery) UnsentBefore(ctx context.Context, roomID id.RoomID, t time.Time) ([]int64, error) {
+	rows, err := q.db.Query(ctx, unsentBeforeQuery, roomID, t.UnixMilli())
+	return dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[int64], err).AsList()
+}
+
+// RoomsUnsentBefore lists the rooms with unsent events that were queued before t.
+func (q *OutgoingQuery) RoomsUnsentBefore(ctx context.Context, t time.Time) ([]id.RoomID, error) {
+	rows, err := q.db.Query(ctx, unsentBeforeRoomsQuery, t.UnixMilli())
 	return dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[id.RoomID], err).AsList()
 }
 
