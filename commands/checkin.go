@@ -130,13 +130,13 @@ func recordCheckIn(ctx context.Context, call *Call, patient id.UserID, source, i
 			return err
 		}
 		call.Outcome = "ok"
-		call.React("✅")
 		who := "your check-in"
 		if source == store.SourceClinician {
 			who = "a check-in for " + format.SafeMarkdownCode(patient.String())
 		}
 		call.Reply(fmt.Sprintf("Recorded %s at %s:\n\n%s\n\nIf something is wrong, edit your message: I keep the original and record the correction.",
 			who, call.When(record.EffectiveAt), restate(record)))
+		call.React("✅") // after the answer: the room's messages are sent in order, and the answer is what is read
 		return nil
 	})
 	return nil
@@ -408,9 +408,9 @@ func (p *Processor) handleCheckInEdit(ctx context.Context, turn *bot.Turn, origi
 		}
 		turn.Outcome = "amended"
 		call := &Call{Turn: turn, Command: cmd, Sender: turn.Event.Sender}
-		turn.React("✅")
 		turn.Reply(fmt.Sprintf("Corrected the check-in from %s (version %d; the original is kept):\n\n%s",
 			call.When(record.EffectiveAt), record.Version, restate(record)))
+		turn.React("✅")
 		turn.Send(c.CaseRoomID, event.EventMessage, notice(caseRoomSummary(call, record, nil, limits, "✏️ Corrected check-in")))
 		return b.Store.Audit.Add(ctx, &store.AuditEntry{Actor: turn.Event.Sender, Action: "write:checkin-amend", Outcome: "ok",
 			CaseID: c.ID, RoomID: turn.Event.RoomID, EventID: turn.Event.ID, Detail: fmt.Sprintf("checkin %d v%d", record.ID, record.Version)})

@@ -207,8 +207,8 @@ func (c *Call) Audit(action, outcome string, caseID int64, detail string) {
 // Fail answers with ⛔ and a message, and audits the failure.
 func (c *Call) Fail(outcome, markdown string, args ...any) {
 	c.Outcome = outcome
+	c.Reply(fmt.Sprintf(markdown, args...)) // the answer first: the room's messages are sent in order
 	c.React("⛔")
-	c.Reply(fmt.Sprintf(markdown, args...))
 	var caseID int64
 	if c.Room != nil && c.Room.Case != nil {
 		caseID = c.Room.Case.ID
@@ -219,8 +219,8 @@ func (c *Call) Fail(outcome, markdown string, args ...any) {
 // Done answers with ✅ and a message that says what happened, and audits the success.
 func (c *Call) Done(caseID int64, markdown string, args ...any) {
 	c.Outcome = "ok"
-	c.React("✅")
 	c.Reply(fmt.Sprintf(markdown, args...))
+	c.React("✅")
 	c.Audit("command:"+c.Command.FullName(), "ok", caseID, "")
 }
 
