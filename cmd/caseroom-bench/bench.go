@@ -68,7 +68,7 @@ func runBenchmark(ctx context.Context, opts options, command []string, progress 
 	}()
 
 	say("building caseroom")
-	build, err := buildCaseroom(ctx, root, filepath.Join(work, "caseroom"))
+	build, err := buildCaseroom(ctx, root, filepath.Join(work, "caseroom"), opts.CPUProfileDir != "")
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +152,14 @@ func runEngine(ctx context.Context, r engineRun) (res *EngineResult, err error) 
 	if err != nil {
 		return nil, err
 	}
+	if r.opts.CPUProfileDir != "" {
+		// Each start overwrites the profile: the one kept is that of the last start, which runs the scenarios.
+		profile, err := filepath.Abs(filepath.Join(r.opts.CPUProfileDir, "caseroom-"+string(r.engine)+".pprof"))
+		if err != nil {
+			return nil, err
+		}
+		setup.Env = append(setup.Env, "CASEROOM_CPUPROFILE="+profile)
+	}
 	floor, err := startFloor(hsURL, domain)
 	if err != nil {
 		return nil, err
@@ -229,6 +237,9 @@ func runEngine(ctx context.Context, r engineRun) (res *EngineResult, err error) 
 	}
 
 	for _, sc := range latencyScenarios {
+		if r.opts.Skip["latency"] {
+			break
+		}
 		for _, mode := range latencyModes(r.opts) {
 			if sc.Pending != "" {
 				res.Latency = append(res.Latency, pendingLatency(sc, mode)...)
@@ -248,6 +259,9 @@ func runEngine(ctx context.Context, r engineRun) (res *EngineResult, err error) 
 
 	template := floor.recordedMessage()
 	for _, sc := range ingestScenarios {
+		if r.opts.Skip["ingest"] {
+			break
+		}
 		if sc.Pending != "" {
 			res.Ingest = append(res.Ingest, IngestResult{Scenario: sc.Name, Pending: sc.Pending})
 			continue
@@ -263,16 +277,18 @@ func runEngine(ctx context.Context, r engineRun) (res *EngineResult, err error) 
 			return res, err
 		}
 	}
-	r.say("%s: outbox drain to the FHIR server (%d server creates, %d check-ins)", r.engine.title(), r.opts.ServerCreates, r.opts.DrainCheckins)
-	res.Drain, err = runDrain(ctx, drainRun{
-		creates: r.opts.ServerCreates, checkins: r.opts.DrainCheckins, botURL: setup.BotURL,
-		hsToken: setup.Config.Appservice.HSToken, st: st, fhir: fhir, patients: world.patientRooms(),
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return res, fmt.Errorf("outbox drain: %w", err)
+	if !r.opts.Skip["drain"] {
+		r.say("%s: outbox drain to the FHIR server (%d server creates, %d check-ins)", r.engine.title(), r.opts.ServerCreates, r.opts.DrainCheckins)
+		res.Drain, err = runDrain(ctx, drainRun{
+			creates: r.opts.ServerCreates, checkins: r.opts.DrainCheckins, botURL: setup.BotURL,
+			hsToken: setup.Config.Appservice.HSToken, st: st, fhir: fhir, patients: world.patientRooms(),
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return res, fmt.Errorf("outbox drain: %w", err)
+			}
+			res.Drain.Error = err.Error() // reported; memory is still measured
 		}
-		res.Drain.Error = err.Error() // reported; memory is still measured
 	}
 	if res.Memory.EndRSSKiB, res.Memory.PeakRSSKiB, err = bot.memory(); err != nil {
 		return res, err
@@ -301,18 +317,21 @@ type buildResult struct {
 
 // buildCaseroom builds ./cmd/caseroom with -tags goolm (pure-Go end-to-end encryption, as `make build` does) and
 // falls back to no tags if that fails.
-func buildCaseroom(ctx context.Context, root, out string) (buildResult, error) {
+func buildCaseroom(ctx context.Context, root, out string, profiling bool) (buildResult, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		return buildResult{}, fmt.Errorf("failed to find the go command to build caseroom: %w", err)
 	}
 	res := buildResult{Path: out, Tags: "goolm"}
+	if profiling {
+		res.Tags = "goolm,caseroomprofile"
+	}
 	goBuild := func(args ...string) ([]byte, error) {
 		cmd := exec.CommandContext(ctx, goBin, append(append([]string{"build"}, args...), "-o", out, "./cmd/caseroom")...)
 		cmd.Dir = root
 		return cmd.CombinedOutput()
 	}
-	if output, err := goBuild("-tags", "goolm"); err != nil {
+	if output, err := goBuild("-tags", res.Tags); err != nil {
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}

@@ -21,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/caseroom/caseroom/config"
+	"github.com/caseroom/caseroom/internal/childproc"
 	"github.com/caseroom/caseroom/internal/dendrite"
 
 	_ "github.com/lib/pq" // create and drop the per-run PostgreSQL database
@@ -85,6 +86,7 @@ type caseroomSetup struct {
 	RegistrationPath string
 	BotURL           string // the appservice listener
 	LogPath          string
+	Env              []string // added to caseroom's environment
 }
 
 // writeCaseroomConfig writes a config the way an operator would (production logging: info, JSON, to a file) and
@@ -150,6 +152,9 @@ func (s *caseroomSetup) start(ctx context.Context, binary string) (*caseroomProc
 	defer logFile.Close() // the child has its own copy
 	cmd := exec.Command(binary, "-c", s.ConfigPath, "-r", s.RegistrationPath)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if len(s.Env) > 0 {
+		cmd.Env = append(os.Environ(), s.Env...)
+	}
 	// Own process group, so that a terminal's Ctrl-C reaches only the bench, which stops caseroom in order.
 	// Pdeathsig kills caseroom if the bench dies; it fires when the starting thread ends, so the goroutine below
 	// keeps that thread locked for as long as caseroom runs.
@@ -176,38 +181,22 @@ func (s *caseroomSetup) start(ctx context.Context, binary string) (*caseroomProc
 	if err = <-started; err != nil {
 		return nil, fmt.Errorf("failed to start caseroom: %w", err)
 	}
-	deadline := time.NewTimer(readyTimeout)
-	defer deadline.Stop()
-	for {
-		if answersOK(ctx, client, readyURL) {
-			p.readyAfter = time.Since(begin)
-			return p, nil
-		}
-		select {
-		case <-p.done:
-			return nil, fmt.Errorf("caseroom exited during start-up (%v); see %s", p.err, s.LogPath)
-		case <-deadline.C:
-			_ = p.stop()
-			return nil, fmt.Errorf("caseroom was not ready within %s; see %s", readyTimeout, s.LogPath)
-		case <-ctx.Done():
-			_ = p.stop()
-			return nil, context.Cause(ctx)
-		case <-time.After(2 * time.Millisecond):
-		}
+	waitCtx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	err = childproc.WaitReady(waitCtx, client, readyURL, 2*time.Millisecond, p.done)
+	switch {
+	case err == nil:
+		p.readyAfter = time.Since(begin)
+		return p, nil
+	case errors.Is(err, childproc.ErrExited):
+		return nil, fmt.Errorf("caseroom exited during start-up (%v); see %s", p.err, s.LogPath)
+	case ctx.Err() != nil:
+		_ = p.stop()
+		return nil, context.Cause(ctx)
+	default:
+		_ = p.stop()
+		return nil, fmt.Errorf("caseroom was not ready within %s; see %s", readyTimeout, s.LogPath)
 	}
-}
-
-func answersOK(ctx context.Context, client *http.Client, url string) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return false
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return false
-	}
-	_ = resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
 }
 
 // stop sends SIGTERM and waits; after caseroomStopIn it kills. An unclean end is an error (the run's numbers

@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -53,7 +54,14 @@ type options struct {
 	// ServerCreates and DrainCheckins size the outbox drain scenario.
 	ServerCreates int `json:"server_creates"`
 	DrainCheckins int `json:"drain_checkins"`
+	// Skip names the scenarios left out of this run (latency, ingest, drain).
+	Skip map[string]bool `json:"skip,omitempty"`
+	// CPUProfileDir, when set, builds caseroom with profiling and writes its CPU profile per engine there.
+	CPUProfileDir string `json:"-"`
 }
+
+// scenarioNames are the parts of a run that -skip can leave out.
+var scenarioNames = []string{"latency", "ingest", "drain"}
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -109,6 +117,8 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 		"PostgreSQL maintenance database URL; each run creates and drops its own database next to it")
 	flags.IntVar(&opts.ServerCreates, "server-creates", defaultServerCreates, "sequential Observation creates that time the FHIR server's own rate")
 	flags.IntVar(&opts.DrainCheckins, "drain-checkins", defaultDrainCheckins, "check-ins of the outbox drain burst")
+	skipList := flags.String("skip", "", "scenarios to leave out, comma-separated: "+strings.Join(scenarioNames, ", ")+" (start-up and memory always run)")
+	flags.StringVar(&opts.CPUProfileDir, "cpuprofile", "", "build caseroom with CPU profiling and write caseroom-<db>.pprof into this directory (for `go tool pprof`)")
 	flags.BoolVar(&opts.Keep, "keep", false, "keep the working directory (logs, configs, SQLite database) after the run")
 	flags.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: caseroom-bench [-quick] [-n 1000] [-warmup 50] [-rooms 16] [-db sqlite,postgres] [-json out.json]")
@@ -178,6 +188,19 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 		case !seen[eng]:
 			seen[eng] = true
 			opts.Engines = append(opts.Engines, eng)
+		}
+	}
+	for _, name := range strings.Split(*skipList, ",") {
+		name = strings.TrimSpace(strings.ToLower(name))
+		switch {
+		case name == "":
+		case !slices.Contains(scenarioNames, name):
+			problems = append(problems, fmt.Sprintf("-skip: unknown scenario %q (want %s)", name, strings.Join(scenarioNames, ", ")))
+		default:
+			if opts.Skip == nil {
+				opts.Skip = map[string]bool{}
+			}
+			opts.Skip[name] = true
 		}
 	}
 	if len(problems) > 0 {

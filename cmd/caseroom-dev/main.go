@@ -28,6 +28,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/caseroom/caseroom/config"
+	"github.com/caseroom/caseroom/internal/childproc"
 	"github.com/caseroom/caseroom/internal/dendrite"
 )
 
@@ -667,21 +668,14 @@ func waitReady(ctx context.Context, url string, c *child) error {
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
 	defer client.CloseIdleConnections()
-	for {
-		if answersOK(ctx, client, url) {
-			return nil
-		}
-		select {
-		case <-c.done:
-			return fmt.Errorf("caseroom exited during start-up (%v); see its log above", c.exitError())
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("caseroom did not become ready at %s within %s", url, caseroomReadyTimeout)
-			}
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+	err := childproc.WaitReady(ctx, client, url, 100*time.Millisecond, c.done)
+	switch {
+	case errors.Is(err, childproc.ErrExited):
+		return fmt.Errorf("caseroom exited during start-up (%v); see its log above", c.exitError())
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("caseroom did not become ready at %s within %s", url, caseroomReadyTimeout)
 	}
+	return err
 }
 
 // watchHealth checks url every healthInterval until ctx ends, and sends an error once it has failed
@@ -701,7 +695,7 @@ func watchHealth(ctx context.Context, url string) <-chan error {
 				return
 			case <-ticker.C:
 			}
-			if answersOK(ctx, client, url) {
+			if childproc.AnswersOK(ctx, client, url) {
 				failures = 0
 				continue
 			}
@@ -715,21 +709,6 @@ func watchHealth(ctx context.Context, url string) <-chan error {
 		}
 	}()
 	return down
-}
-
-// answersOK reports whether a GET of url answers 200.
-func answersOK(ctx context.Context, client *http.Client, url string) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return false
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return false
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	_ = resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
 }
 
 // printWelcome tells how to use the running setup.

@@ -95,6 +95,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitConfig
 	}
 
+	stopProfile, err := startProfile()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	defer stopProfile()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	ctx = log.WithContext(ctx)

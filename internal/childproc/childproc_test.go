@@ -2,7 +2,11 @@ package childproc
 
 import (
 	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -37,4 +41,34 @@ func TestLockFileIsExclusive(t *testing.T) {
 		t.Fatalf("lock not free after unlock: %v", err)
 	}
 	again()
+}
+
+func TestWaitReady(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) < 3 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	if err := WaitReady(ctx, srv.Client(), srv.URL, time.Millisecond, nil); err != nil {
+		t.Fatalf("WaitReady = %v, want nil after the third answer", err)
+	}
+	if n := calls.Load(); n != 3 {
+		t.Fatalf("asked %d times, want 3", n)
+	}
+
+	exited := make(chan struct{})
+	close(exited)
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusBadGateway) }))
+	defer down.Close()
+	if err := WaitReady(ctx, down.Client(), down.URL, time.Millisecond, exited); !errors.Is(err, ErrExited) {
+		t.Fatalf("WaitReady with the program gone = %v, want ErrExited", err)
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := WaitReady(short, down.Client(), down.URL, time.Millisecond, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitReady past the deadline = %v, want context.DeadlineExceeded", err)
+	}
 }

@@ -294,35 +294,15 @@ func (s *Server) waitReady(ctx context.Context, p *process) error {
 	if s.FederationURL != "" {
 		urls = append(urls, s.FederationURL+"/_matrix/key/v2/server")
 	}
-	for len(urls) > 0 {
-		if answers(ctx, client, urls[0]) {
-			urls = urls[1:]
-			continue
-		}
-		select {
-		case <-p.done:
+	for _, url := range urls {
+		err := childproc.WaitReady(ctx, client, url, 50*time.Millisecond, p.done)
+		if errors.Is(err, childproc.ErrExited) {
 			return fmt.Errorf("dendrite exited during start-up: %v", p.err)
-		case <-ctx.Done():
-			return fmt.Errorf("dendrite did not answer %s: %w", urls[0], ctx.Err())
-		case <-time.After(50 * time.Millisecond):
+		} else if err != nil {
+			return fmt.Errorf("dendrite did not answer %s: %w", url, err)
 		}
 	}
 	return nil
-}
-
-// answers reports whether a GET of url answers 200.
-func answers(ctx context.Context, client *http.Client, url string) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return false
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return false
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	_ = resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
