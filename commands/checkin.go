@@ -110,6 +110,9 @@ func checkInErrors(call *Call, err error) {
 	call.Fail("invalid", "%s", sb.String())
 }
 
+// recordCheckIn stores a check-in and answers with what was recorded. The answer is the confirmation (there is no
+// ✅ reaction besides it): a homeserver handles a room's events one at a time, so every extra event in the patient
+// room delays the next answer there. The 📋 reaction follows once the EHR has the check-in.
 func recordCheckIn(ctx context.Context, call *Call, patient id.UserID, source, input string) error {
 	parsed, err := care.ParseCheckIn(input, ranges(call.Bot))
 	if err != nil {
@@ -136,7 +139,6 @@ func recordCheckIn(ctx context.Context, call *Call, patient id.UserID, source, i
 		}
 		call.Reply(fmt.Sprintf("Recorded %s at %s:\n\n%s\n\nIf something is wrong, edit your message: I keep the original and record the correction.",
 			who, call.When(record.EffectiveAt), restate(record)))
-		call.React("✅") // after the answer: the room's messages are sent in order, and the answer is what is read
 		return nil
 	})
 	return nil
@@ -410,7 +412,6 @@ func (p *Processor) handleCheckInEdit(ctx context.Context, turn *bot.Turn, origi
 		call := &Call{Turn: turn, Command: cmd, Sender: turn.Event.Sender}
 		turn.Reply(fmt.Sprintf("Corrected the check-in from %s (version %d; the original is kept):\n\n%s",
 			call.When(record.EffectiveAt), record.Version, restate(record)))
-		turn.React("✅")
 		turn.Send(c.CaseRoomID, event.EventMessage, notice(caseRoomSummary(call, record, nil, limits, "✏️ Corrected check-in")))
 		return b.Store.Audit.Add(ctx, &store.AuditEntry{Actor: turn.Event.Sender, Action: "write:checkin-amend", Outcome: "ok",
 			CaseID: c.ID, RoomID: turn.Event.RoomID, EventID: turn.Event.ID, Detail: fmt.Sprintf("checkin %d v%d", record.ID, record.Version)})

@@ -197,5 +197,6 @@ func newLogger(cfg config.LoggingConfig) (zerolog.Logger, func(), error) {
 	}
 	out = redactingWriter{out: out}
 	zerolog.TimestampFunc = func() time.Time { return time.Now().UTC() }
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00" // milliseconds: enough to follow one event through the log
 	return zerolog.New(out).Level(level).With().Timestamp().Logger(), closeFn, nil
 }
