@@ -148,7 +148,7 @@ func recordCheckIn(ctx context.Context, call *Call, patient id.UserID, source, i
 // entry, the case-room summary (with the changes from the previous readings), an alert where a value crosses a
 // threshold, and the audit entry. Callers confirm to the person who checked in.
 func saveCheckIn(ctx context.Context, call *Call, c *store.Case, record *store.CheckIn, limits []care.Threshold, title string) error {
-	previous, err := call.Bot.Store.CheckIns.List(ctx, store.CheckInFilter{CaseID: c.ID, PatientID: record.PatientID, Limit: 20})
+	previous, err := previousReadings(ctx, call.Bot.Store, c.ID, record)
 	if err != nil {
 		return err
 	}
@@ -176,6 +176,25 @@ func restate(c *store.CheckIn) string {
 		fmt.Fprintf(&sb, "* Note: %s\n", format.EscapeMarkdown(c.Note))
 	}
 	return sb.String()
+}
+
+// previousReadings returns the patient's latest check-ins, newest first, up to the one that holds the previous
+// reading of each kind the new check-in has (at most 20 check-ins back).
+func previousReadings(ctx context.Context, st *store.Store, caseID int64, record *store.CheckIn) ([]*store.CheckIn, error) {
+	missing := make(map[care.Kind]bool, len(record.Values))
+	for _, v := range record.Values {
+		missing[v.Kind] = true
+	}
+	var previous []*store.CheckIn
+	err := st.CheckIns.Iter(ctx, store.CheckInFilter{CaseID: caseID, PatientID: record.PatientID, Limit: 20}).
+		Iter(func(p *store.CheckIn) (bool, error) {
+			previous = append(previous, p)
+			for _, v := range p.Values {
+				delete(missing, v.Kind)
+			}
+			return len(missing) > 0, nil
+		})
+	return previous, err
 }
 
 // caseRoomSummary is the notice the care team sees for a check-in: values with the change from the previous

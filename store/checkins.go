@@ -149,6 +149,11 @@ type CheckInFilter struct {
 
 // List returns a case's check-ins, newest first.
 func (q *CheckInQuery) List(ctx context.Context, f CheckInFilter) ([]*CheckIn, error) {
+	return q.Iter(ctx, f).AsList()
+}
+
+// Iter is List row by row, so that a caller can stop reading early.
+func (q *CheckInQuery) Iter(ctx context.Context, f CheckInFilter) dbutil.RowIter[*CheckIn] {
 	query := checkInSelect + " WHERE c.case_id = $1 AND c.effective_at >= $2"
 	args := []any{f.CaseID, f.Since.UnixMilli()}
 	if f.PatientID != "" {
@@ -164,7 +169,7 @@ func (q *CheckInQuery) List(ctx context.Context, f CheckInFilter) ([]*CheckIn, e
 		query += fmt.Sprintf(" LIMIT $%d", len(args))
 	}
 	rows, err := q.db.Query(ctx, query, args...)
-	return dbutil.NewRowIterWithError(rows, scanCheckIn, err).AsList()
+	return dbutil.NewRowIterWithError(rows, scanCheckIn, err)
 }
 
 // Versions returns every version of a check-in, oldest first.
