@@ -357,8 +357,23 @@ func TestConditionalCreatesAmongManyResources(t *testing.T) {
 		t.Errorf("conditional create of a seeded identifier: %s %s, stored %v", status, location, seed7)
 	}
 
+	// Subject references as the poller searches them: the whole reference; lists and bare ids as a full scan does.
+	for i, subject := range []string{"Patient/a", "Patient/a", "Patient/a", "Patient/b"} {
+		obs := observation(fmt.Sprint("subject-", i))
+		obs["subject"] = map[string]any{"reference": subject}
+		if a := call(t, "POST", srv.URL+"/Observation", nil, obs); a.status != 201 {
+			t.Fatalf("create with subject %s: %d %v", subject, a.status, a.body)
+		}
+	}
+
 	// Token search as Medplum matches it: case-insensitive, value alone or system|value; lists go to a full scan.
 	for query, want := range map[string]int{
+		"subject=Patient/a": 3,
+		"subject=Patient/a&_lastUpdated=gt2000-01-01T00:00:00Z&_sort=_lastUpdated": 3,
+		"subject=Patient/b&identifier=subject-3":                                   1,
+		"subject=Patient/b&identifier=subject-0":                                   0,
+		"subject=" + url.QueryEscape("Patient/a,Patient/b"):                        4,
+		"subject=Patient/c": 0,
 		"identifier=SEED-7": 1,
 		"identifier=" + url.QueryEscape("URN:CASEROOM:OBSERVATION|seed-7"): 1,
 		"identifier=" + url.QueryEscape("urn:other|seed-7"):                0,
@@ -394,7 +409,7 @@ func TestConditionalCreatesAmongManyResources(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := seeded + 100 + 2; total != want {
+	if want := seeded + 100 + 4 + 2; total != want { // seeded, conditional creates, subjects, duplicates
 		t.Errorf("%d Observations stored, want %d", total, want)
 	}
 }

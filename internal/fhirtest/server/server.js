@@ -22,8 +22,8 @@
 // Every resource created or updated is checked with Medplum's validateResource, against its base definition and
 // each profile in meta.profile that the R4 definitions hold (e.g. the vital-signs profiles); a failure is a 400
 // with the OperationOutcome. FHIR requests run one at a time, and a transaction that fails is rolled back, so
-// conditional creates behave as on a serializable database. Searches on identifier (system|value or value) go
-// through an index, so conditional creates cost the same however many resources are stored.
+// conditional creates behave as on a serializable database. Searches on identifier (system|value or value) or on
+// subject (one reference) go through an index, so conditional creates cost the same however many resources are stored.
 //
 // Medplum 4.5.2 behaviours worth knowing (see the comments at each): a transaction is atomic only with
 // config.transactions (set here); a transaction with conditional creates may have at most 8 entries (400
@@ -304,18 +304,20 @@ class ValidatingRepository extends MemoryRepository {
     }
   }
 
-  // identifierCandidates returns the ids of the resources that can match the search's first indexable identifier
-  // filter (a superset of its matches), or undefined when the search has none.
+  // identifierCandidates returns the ids of the resources that can match the search's first indexable identifier or
+  // subject filter (a superset of its matches), or undefined when the search has none.
   identifierCandidates(searchRequest) {
     const type = searchRequest.resourceType;
-    if (!identifierExpression(type)) {
-      return undefined;
-    }
     for (const filter of searchRequest.filters ?? []) {
-      if (filter.code !== 'identifier' || filter.operator !== Operator.EQUALS) {
+      if (filter.operator !== Operator.EQUALS) {
         continue;
       }
-      const key = identifierFilterKey(filter.value);
+      let key;
+      if (filter.code === 'identifier' && identifierExpression(type)) {
+        key = identifierFilterKey(filter.value);
+      } else if (filter.code === 'subject' && subjectExpression(type)) {
+        key = subjectFilterKey(filter.value);
+      }
       if (key !== undefined) {
         return this.byIdentifier.get(type)?.get(key) ?? new Set();
       }
@@ -352,11 +354,21 @@ function identifierExpression(type) {
 // Medplum's matching, lower-cased as it compares them: "v" + value for value-only searches, "s" + system and value
 // for system|value searches.
 function identifierKeys(resource) {
+  const keys = new Set();
+  // The subject references, as Medplum's reference matching compares them: the whole reference string.
+  const subject = subjectExpression(resource.resourceType);
+  if (subject) {
+    for (const typed of evalFhirPathTyped(subject, [toTypedValue(resource)])) {
+      const ref = typeof typed.value === 'string' ? typed.value : typed.value?.reference;
+      if (typeof ref === 'string' && ref !== '') {
+        keys.add(JSON.stringify(['r', ref]));
+      }
+    }
+  }
   const expression = identifierExpression(resource.resourceType);
   if (!expression) {
-    return [];
+    return [...keys];
   }
-  const keys = new Set();
   for (const token of convertToSearchableTokens(evalFhirPathTyped(expression, [toTypedValue(resource)]))) {
     if (token.value === undefined || token.value === null || token.value === '') {
       continue;
@@ -368,6 +380,27 @@ function identifierKeys(resource) {
     }
   }
   return [...keys];
+}
+
+// The "subject" reference search parameter of each type (parsed FHIRPath), or null when the type has none: the
+// poller's searches (subject=Patient/<id> with _lastUpdated) go through the index with it.
+const subjectExpressions = new Map();
+
+function subjectExpression(type) {
+  if (!subjectExpressions.has(type)) {
+    const param = globalSchema.types[type]?.searchParams?.subject;
+    subjectExpressions.set(type, param?.type === 'reference' && param.expression ? parseFhirPath(param.expression) : null);
+  }
+  return subjectExpressions.get(type);
+}
+
+// subjectFilterKey returns the index key of a subject search value (one exact reference), or undefined for several
+// values or modifiers, which go to Medplum's full scan.
+function subjectFilterKey(filterValue) {
+  if (typeof filterValue !== 'string' || filterValue === '' || /[,\\]/.test(filterValue)) {
+    return undefined;
+  }
+  return JSON.stringify(['r', filterValue]);
 }
 
 // identifierFilterKey returns the index key of an identifier search value, or undefined when the index cannot
