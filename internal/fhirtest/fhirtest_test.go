@@ -357,6 +357,25 @@ func TestConditionalCreatesAmongManyResources(t *testing.T) {
 		t.Errorf("conditional create of a seeded identifier: %s %s, stored %v", status, location, seed7)
 	}
 
+	// Identifiers shaped like caseroom's (a Matrix event ID starts with "$", which Medplum escapes in the searches of
+	// a transaction with several entries): created once, found again by the repeated transaction.
+	pair := transaction(conditionalEntry("$evt-1/hr"), conditionalEntry("$evt-1/temp"))
+	var firstLocations []string
+	for round := range 2 {
+		a := call(t, "POST", srv.URL, nil, pair)
+		for i := range 2 {
+			status, location := entryResponse(t, a, i)
+			if want := []string{"201", "200"}[round]; !strings.HasPrefix(status, want) {
+				t.Errorf("round %d entry %d: %s, want %s", round, i, status, want)
+			}
+			if round == 0 {
+				firstLocations = append(firstLocations, location)
+			} else if location != firstLocations[i] {
+				t.Errorf("repeated entry %d: %s, want %s", i, location, firstLocations[i])
+			}
+		}
+	}
+
 	// Subject references as the poller searches them: the whole reference; lists and bare ids as a full scan does.
 	for i, subject := range []string{"Patient/a", "Patient/a", "Patient/a", "Patient/b"} {
 		obs := observation(fmt.Sprint("subject-", i))
@@ -374,6 +393,8 @@ func TestConditionalCreatesAmongManyResources(t *testing.T) {
 		"subject=Patient/b&identifier=subject-0":                                   0,
 		"subject=" + url.QueryEscape("Patient/a,Patient/b"):                        4,
 		"subject=Patient/c": 0,
+		"identifier=" + url.QueryEscape(`urn:caseroom:observation|\$evt-1/hr`): 1,
+		"identifier=" + url.QueryEscape("$evt-1/temp"):                         1,
 		"identifier=SEED-7": 1,
 		"identifier=" + url.QueryEscape("URN:CASEROOM:OBSERVATION|seed-7"): 1,
 		"identifier=" + url.QueryEscape("urn:other|seed-7"):                0,
@@ -409,7 +430,7 @@ func TestConditionalCreatesAmongManyResources(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := seeded + 100 + 4 + 2; total != want { // seeded, conditional creates, subjects, duplicates
+	if want := seeded + 100 + 2 + 4 + 2; total != want { // seeded, conditional creates, "$" pair, subjects, duplicates
 		t.Errorf("%d Observations stored, want %d", total, want)
 	}
 }

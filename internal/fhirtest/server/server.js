@@ -397,16 +397,40 @@ function subjectExpression(type) {
 // subjectFilterKey returns the index key of a subject search value (one exact reference), or undefined for several
 // values or modifiers, which go to Medplum's full scan.
 function subjectFilterKey(filterValue) {
-  if (typeof filterValue !== 'string' || filterValue === '' || /[,\\]/.test(filterValue)) {
-    return undefined;
-  }
-  return JSON.stringify(['r', filterValue]);
+  const value = singleSearchValue(filterValue);
+  return value ? JSON.stringify(['r', value]) : undefined;
 }
 
-// identifierFilterKey returns the index key of an identifier search value, or undefined when the index cannot
-// answer it (several values, escapes, system| or |value forms, empty parts): those go to Medplum's full scan.
-function identifierFilterKey(filterValue) {
-  if (typeof filterValue !== 'string' || filterValue === '' || /[,\\]/.test(filterValue)) {
+// singleSearchValue reads a search value as Medplum's matching does (a backslash escapes the next character, an
+// unescaped comma separates values, as in Medplum's transaction processing, which escapes the "$" of Matrix event
+// IDs); it returns the value when there is exactly one, else undefined.
+function singleSearchValue(filterValue) {
+  if (typeof filterValue !== 'string') {
+    return undefined;
+  }
+  let value = '';
+  let escaped = false;
+  for (const ch of filterValue) {
+    if (escaped) {
+      value += ch;
+      escaped = false;
+    } else if (ch === '\\') {
+      escaped = true;
+    } else if (ch === ',') {
+      return undefined;
+    } else {
+      value += ch;
+    }
+  }
+  return value;
+}
+
+// identifierFilterKey returns the index key of an identifier search value (unescaped as Medplum matches it), or
+// undefined when the index cannot answer it (several values, system| or |value forms, empty parts): those go to
+// Medplum's full scan.
+function identifierFilterKey(rawValue) {
+  const filterValue = singleSearchValue(rawValue);
+  if (!filterValue) {
     return undefined;
   }
   const parts = filterValue.split('|');
