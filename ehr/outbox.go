@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -36,9 +37,15 @@ type Outbox struct {
 	// MaxBackoff caps the delay between attempts of one item (default 30 s, so that everything is delivered within
 	// a minute of the EHR coming back; a longer Retry-After is still honoured).
 	MaxBackoff time.Duration
+	// Parallel is how many patients' records are delivered at once (default DefaultParallel). A patient's records
+	// are still delivered one after the other, in order.
+	Parallel int
 
 	kick chan struct{}
 }
+
+// DefaultParallel is Outbox.Parallel when unset: enough to keep the EHR busy while caseroom records each result.
+const DefaultParallel = 4
 
 func (o *Outbox) now() time.Time {
 	if o.Now != nil {
@@ -78,11 +85,9 @@ func (o *Outbox) Run(ctx context.Context) {
 		if err != nil {
 			o.Log.Warn().Err(err).Msg("Failed to read the EHR outbox")
 		}
-		for _, it := range items {
-			if ctx.Err() != nil {
-				return
-			}
-			o.deliverOne(ctx, it)
+		o.deliverAll(ctx, items)
+		if ctx.Err() != nil {
+			return
 		}
 		if len(items) > 0 {
 			continue
@@ -101,10 +106,35 @@ func (o *Outbox) DeliverDue(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, it := range items {
-		o.deliverOne(ctx, it)
-	}
+	o.deliverAll(ctx, items)
 	return len(items), nil
+}
+
+// deliverAll delivers items, up to Parallel at once. The items are the first due record of each patient (see
+// EHROutboxQuery.Due), so delivering them at the same time keeps each patient's order.
+func (o *Outbox) deliverAll(ctx context.Context, items []*store.OutboxItem) {
+	parallel := o.Parallel
+	if parallel <= 0 {
+		parallel = DefaultParallel
+	}
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for _, it := range items {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			o.deliverOne(ctx, it)
+		}()
+	}
+	wg.Wait()
 }
 
 // permanentError is a delivery failure that no retry fixes (missing links in caseroom's own data).
