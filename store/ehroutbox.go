@@ -84,10 +84,12 @@ func (q *EHROutboxQuery) Add(ctx context.Context, it *OutboxItem) error {
 // Due returns items whose turn has come: not delivered, not dead, due by now, and with no earlier undelivered item
 // of the same order key (so one patient's records arrive in order; a dead item does not block the ones after it).
 func (q *EHROutboxQuery) Due(ctx context.Context, now time.Time, limit int) ([]*OutboxItem, error) {
-	rows, err := q.db.Query(ctx, `SELECT `+outboxColumns+` FROM ehr_outbox o
-		WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $1
-		AND NOT EXISTS (SELECT 1 FROM ehr_outbox p WHERE p.order_key = o.order_key AND p.seq < o.seq
-			AND p.delivered_at IS NULL AND p.dead_at IS NULL)
+	// The first pending item of each key, by a grouped MIN over the pending index: a NOT EXISTS on earlier pending
+	// items of the key is the same set, but PostgreSQL may plan it as a nested loop over all pending rows (seconds
+	// for a backlog of thousands).
+	rows, err := q.db.Query(ctx, `SELECT `+outboxColumns+` FROM ehr_outbox
+		WHERE seq IN (SELECT MIN(seq) FROM ehr_outbox WHERE delivered_at IS NULL AND dead_at IS NULL GROUP BY order_key)
+		AND next_attempt_at <= $1
 		ORDER BY seq LIMIT $2`, now.UnixMilli(), limit)
 	return dbutil.NewRowIterWithError(rows, scanOutboxItem, err).AsList()
 }
