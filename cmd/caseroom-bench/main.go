@@ -110,7 +110,7 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 	flags.StringVar(&opts.JSONPath, "json", "", "also write the results as JSON to this file")
 	flags.BoolVar(&opts.Quick, "quick", false, fmt.Sprintf("smoke run: n=%d, warmup=%d, ingest-events=%d, startup-runs=%d, server-creates=%d, drain-checkins=%d unless given",
 		quickN, quickWarmup, quickIngestEvents, quickStartupRuns, quickServerCreates, quickDrainCheckins))
-	flags.DurationVar(&opts.Timeout, "timeout", 20*time.Minute, "stop everything and fail after this long")
+	flags.DurationVar(&opts.Timeout, "timeout", time.Hour, "stop everything and fail after this long")
 	flags.IntVar(&opts.IngestEvents, "ingest-events", defaultIngestEvents, "events posted per ingest scenario (in transactions of 50)")
 	flags.IntVar(&opts.StartupRuns, "startup-runs", defaultStartupRuns, "start-ups of caseroom on the migrated database to time")
 	flags.StringVar(&opts.Postgres, "postgres", envOr("CASEROOM_TEST_POSTGRES", defaultPostgres),
