@@ -205,14 +205,17 @@ func (b *Bot) markQuiet(ctx context.Context, quiet []processedMark) error {
 	if len(quiet) == 0 {
 		return nil
 	}
-	return b.Store.DB.DoTxn(ctx, nil, func(ctx context.Context) error {
-		for _, m := range quiet {
-			if _, err := b.Store.Inbox.MarkProcessed(ctx, m.seq, m.outcome); err != nil {
-				return err
-			}
+	return b.Store.DB.DoTxn(ctx, nil, func(ctx context.Context) error { return b.storeMarks(ctx, quiet) })
+}
+
+// storeMarks stores processed marks; call it inside a transaction.
+func (b *Bot) storeMarks(ctx context.Context, marks []processedMark) error {
+	for _, m := range marks {
+		if _, err := b.Store.Inbox.MarkProcessed(ctx, m.seq, m.outcome); err != nil {
+			return err
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // process handles one inbox event and stores its effects together with its processed mark. An event without
@@ -253,10 +256,8 @@ func (b *Bot) process(ctx context.Context, stored *store.InboxEvent, quiet *[]pr
 		return nil
 	}
 	err = b.Store.DB.DoTxn(ctx, nil, func(ctx context.Context) error {
-		for _, m := range *quiet {
-			if _, err := b.Store.Inbox.MarkProcessed(ctx, m.seq, m.outcome); err != nil {
-				return err
-			}
+		if err := b.storeMarks(ctx, *quiet); err != nil {
+			return err
 		}
 		for i := 0; i < len(turn.writes); i++ { // a write may queue more writes (e.g. its audit entry)
 			if err := turn.writes[i](ctx); err != nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,24 +137,16 @@ func (b *Bot) sentBeforeStart(ctx context.Context, roomID id.RoomID) (map[int64]
 // incremental one would acknowledge the to-device events of the encryption device's own /sync.
 func (b *Bot) lookUpSent(ctx context.Context) (map[id.RoomID]map[int64]id.EventID, error) {
 	log := zerolog.Ctx(ctx)
-	rooms, err := b.Store.Outgoing.RoomsUnsentBefore(ctx, b.Started)
+	// The first unsent message of each room: the one the previous run may have been sending.
+	first, err := b.Store.Outgoing.FirstUnsentBefore(ctx, b.Started)
 	if err != nil {
 		return nil, err
 	}
 	found := make(map[id.RoomID]map[int64]id.EventID)
-	if len(rooms) == 0 {
+	if len(first) == 0 {
 		return found, nil
 	}
-	first := make(map[id.RoomID]int64, len(rooms))
-	for _, roomID := range rooms {
-		seqs, err := b.Store.Outgoing.UnsentBefore(ctx, roomID, b.Started)
-		if err != nil {
-			return nil, err
-		}
-		if len(seqs) > 0 {
-			first[roomID] = seqs[0]
-		}
-	}
+	rooms := slices.Collect(maps.Keys(first))
 	// The client that sends the queued messages: its session is the one the transaction IDs are returned to.
 	cli := b.AS.BotIntent().Client
 	if b.e2ee != nil {

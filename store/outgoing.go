@@ -46,8 +46,9 @@ const (
 	sentEventQuery            = `SELECT COALESCE(sent_event_id, '') FROM outgoing WHERE seq = $1`
 	unsentBeforeQuery         = `
 		SELECT seq FROM outgoing WHERE room_id = $1 AND sent_at IS NULL AND failed_at IS NULL AND created_at < $2 ORDER BY seq`
-	unsentBeforeRoomsQuery = `
-		SELECT DISTINCT room_id FROM outgoing WHERE sent_at IS NULL AND failed_at IS NULL AND created_at < $1`
+	firstUnsentBeforeQuery = `
+		SELECT room_id, MIN(seq) FROM outgoing WHERE sent_at IS NULL AND failed_at IS NULL AND created_at < $1
+		GROUP BY room_id`
 )
 
 // Add queues an event for sending. Call it inside the transaction that records the decision to send it.
@@ -103,10 +104,23 @@ func (q *OutgoingQuery) UnsentBefore(ctx context.Context, roomID id.RoomID, t ti
 	return dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[int64], err).AsList()
 }
 
-// RoomsUnsentBefore lists the rooms with unsent events that were queued before t.
-func (q *OutgoingQuery) RoomsUnsentBefore(ctx context.Context, t time.Time) ([]id.RoomID, error) {
-	rows, err := q.db.Query(ctx, unsentBeforeRoomsQuery, t.UnixMilli())
-	return dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[id.RoomID], err).AsList()
+// FirstUnsentBefore returns, per room with unsent events queued before t, the first of them.
+func (q *OutgoingQuery) FirstUnsentBefore(ctx context.Context, t time.Time) (map[id.RoomID]int64, error) {
+	rows, err := q.db.Query(ctx, firstUnsentBeforeQuery, t.UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	first := make(map[id.RoomID]int64)
+	for rows.Next() {
+		var roomID id.RoomID
+		var seq int64
+		if err = rows.Scan(&roomID, &seq); err != nil {
+			return nil, err
+		}
+		first[roomID] = seq
+	}
+	return first, rows.Err()
 }
 
 // MarkSent records the event ID the homeserver gave a sent event.

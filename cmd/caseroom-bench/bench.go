@@ -236,10 +236,14 @@ func runEngine(ctx context.Context, r engineRun) (res *EngineResult, err error) 
 		return res, fmt.Errorf("case set-up failed: %w", err)
 	}
 
-	for _, sc := range latencyScenarios {
-		if r.opts.Skip["latency"] {
-			break
-		}
+	latency, ingest := latencyScenarios, ingestScenarios
+	if r.opts.Skip["latency"] {
+		latency = nil
+	}
+	if r.opts.Skip["ingest"] {
+		ingest = nil
+	}
+	for _, sc := range latency {
 		for _, mode := range latencyModes(r.opts) {
 			if sc.Pending != "" {
 				res.Latency = append(res.Latency, pendingLatency(sc, mode)...)
@@ -258,10 +262,7 @@ func runEngine(ctx context.Context, r engineRun) (res *EngineResult, err error) 
 	}
 
 	template := floor.recordedMessage()
-	for _, sc := range ingestScenarios {
-		if r.opts.Skip["ingest"] {
-			break
-		}
+	for _, sc := range ingest {
 		if sc.Pending != "" {
 			res.Ingest = append(res.Ingest, IngestResult{Scenario: sc.Name, Pending: sc.Pending})
 			continue
