@@ -29,7 +29,7 @@ fuzz: ## Fuzz the check-in parser, the command parser and the transaction decode
 build: ## Build bin/caseroom (pure-Go end-to-end encryption; SQLite needs cgo)
 	go build -tags goolm -o bin/caseroom ./cmd/caseroom
 
-tools: ## Install the pinned Dendrite binaries into .tools/bin
+tools: ## Install the pinned homeservers into .tools (Dendrite binaries, a Synapse virtualenv)
 	go run ./cmd/caseroom-dev -install-tools
 
 fmt: ## Format the Go code

@@ -30,6 +30,7 @@ import (
 	"github.com/caseroom/caseroom/config"
 	"github.com/caseroom/caseroom/internal/childproc"
 	"github.com/caseroom/caseroom/internal/dendrite"
+	"github.com/caseroom/caseroom/internal/synapse"
 )
 
 // Files and directories kept in the working directory (options.Dir).
@@ -67,7 +68,7 @@ func main() {
 	flags := flag.NewFlagSet("caseroom-dev", flag.ContinueOnError)
 	dir := flags.String("dir", "", "working directory for the development setup (default: dev under the project root)")
 	port := flags.Int("port", 8008, "homeserver client port on the first run; 0 picks a free one (later runs reuse the stored port)")
-	installTools := flags.Bool("install-tools", false, "only install the Dendrite binaries, then exit")
+	installTools := flags.Bool("install-tools", false, "only install the pinned homeservers (Dendrite binaries, Synapse virtualenv), then exit")
 	flags.Usage = func() {
 		fmt.Fprintln(os.Stderr, "Usage: caseroom-dev [-dir dev] [-port 8008] [-install-tools]")
 		fmt.Fprintln(os.Stderr, "Starts Dendrite, caseroom and demo accounts for local development; Ctrl-C stops them.")
@@ -97,6 +98,10 @@ func main() {
 
 	if *installTools {
 		if err := installDendrite(ctx, os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "caseroom-dev: %v\n", err)
+			os.Exit(1)
+		}
+		if err := installSynapse(ctx, os.Stdout); err != nil {
 			fmt.Fprintf(os.Stderr, "caseroom-dev: %v\n", err)
 			os.Exit(1)
 		}
@@ -136,6 +141,25 @@ func installDendrite(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "Dendrite %s is installed in %s\n", dendrite.Version, relPath(filepath.Dir(bins.Dendrite)))
+	return nil
+}
+
+// installSynapse makes sure the pinned Synapse is in a virtualenv in the project's tools directory.
+func installSynapse(ctx context.Context, out io.Writer) error {
+	toolsDir, err := dendrite.DefaultToolsDir()
+	if err != nil {
+		return fmt.Errorf("failed to find the tools directory: %w", err)
+	}
+	slow := time.AfterFunc(2*time.Second, func() {
+		fmt.Fprintf(out, "Installing Synapse %s into %s with pip (the first install takes a minute or two)...\n",
+			synapse.Version, relPath(synapse.VenvDir(toolsDir)))
+	})
+	_, err = synapse.EnsureInstalled(ctx, toolsDir)
+	slow.Stop()
+	if err != nil {
+		return fmt.Errorf("failed to install Synapse: %w", err)
+	}
+	fmt.Fprintf(out, "Synapse %s is installed in %s\n", synapse.Version, relPath(synapse.VenvDir(toolsDir)))
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/caseroom/caseroom/internal/childproc"
+	"github.com/caseroom/caseroom/internal/homeserver"
 )
 
 // Version is the Dendrite release that caseroom tests and develops against.
@@ -25,28 +26,11 @@ type Binaries struct {
 }
 
 // ToolsDirEnv names the environment variable that overrides DefaultToolsDir.
-const ToolsDirEnv = "CASEROOM_TOOLS_DIR"
+const ToolsDirEnv = homeserver.ToolsDirEnv
 
-// DefaultToolsDir returns the directory that holds the project's tools: $CASEROOM_TOOLS_DIR if set, otherwise
-// .tools in the project root (the nearest directory at or above the working directory that holds go.mod).
+// DefaultToolsDir returns the directory that holds the project's tools (see homeserver.DefaultToolsDir).
 func DefaultToolsDir() (string, error) {
-	if dir := os.Getenv(ToolsDirEnv); dir != "" {
-		return filepath.Abs(dir)
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("failed to get working directory: %w", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, ".tools"), nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod found at or above the working directory (set %s)", ToolsDirEnv)
-		}
-		dir = parent
-	}
+	return homeserver.DefaultToolsDir()
 }
 
 // binariesIn returns the paths the Dendrite programs have in toolsDir/bin.

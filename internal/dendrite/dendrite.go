@@ -13,15 +13,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/caseroom/caseroom/internal/childproc"
+	"github.com/caseroom/caseroom/internal/homeserver"
 )
 
 // Timeouts for starting and stopping Dendrite.
@@ -79,14 +78,7 @@ type Server struct {
 	tail   *childproc.Tail
 
 	mu   sync.Mutex
-	proc *process
-}
-
-// process is one run of the dendrite binary.
-type process struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed once the process has exited and its output is flushed
-	err  error         // the exit error; read only after done is closed
+	proc *childproc.Process
 }
 
 // Start writes a config into opts.Dir and starts Dendrite, returning once its client API answers. ctx bounds the
@@ -193,8 +185,7 @@ func (s *Server) Kill() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.proc != nil {
-		s.proc.signal(syscall.SIGKILL)
-		<-s.proc.done
+		s.proc.Kill()
 	}
 }
 
@@ -207,25 +198,8 @@ func (s *Server) Restart(ctx context.Context) error {
 }
 
 func (s *Server) stop() {
-	p := s.proc
-	if p == nil {
-		return
-	}
-	p.signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(stopTimeout):
-		p.signal(syscall.SIGKILL)
-		<-p.done
-	}
-}
-
-// signal sends sig to the process group of a running process.
-func (p *process) signal(sig syscall.Signal) {
-	select {
-	case <-p.done:
-	default:
-		_ = syscall.Kill(-p.cmd.Process.Pid, sig)
+	if s.proc != nil {
+		s.proc.Stop(stopTimeout)
 	}
 }
 
@@ -245,44 +219,27 @@ func (s *Server) start(ctx context.Context) error {
 	cmd := exec.Command(s.bins.Dendrite, s.args...)
 	cmd.Dir = s.Dir
 	cmd.Stdout, cmd.Stderr = w, w
-	// Pdeathsig kills Dendrite when the thread that started it dies; the goroutine below keeps that thread
-	// locked (and so alive) for as long as Dendrite runs, so only the death of this process triggers it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	cmd.WaitDelay = 2 * time.Second
-
-	p := &process{cmd: cmd, done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.err = cmd.Wait()
+	p, err := childproc.Start(cmd, func() {
 		if logFileHandle != nil {
 			_ = logFileHandle.Close()
 		}
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
+	})
+	if err != nil {
 		if logFileHandle != nil {
 			_ = logFileHandle.Close()
 		}
-		return fmt.Errorf("failed to start Dendrite: %w", err)
+		return err
 	}
 	s.proc = p
 	if err := s.waitReady(ctx, p); err != nil {
-		p.signal(syscall.SIGKILL)
-		<-p.done
+		p.Kill()
 		return fmt.Errorf("%w; last lines of the Dendrite log:\n%s", err, s.tail.LastLines(30))
 	}
 	return nil
 }
 
 // waitReady polls the client API (and the federation API, if served) until both answer.
-func (s *Server) waitReady(ctx context.Context, p *process) error {
+func (s *Server) waitReady(ctx context.Context, p *childproc.Process) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	client := &http.Client{
@@ -295,9 +252,9 @@ func (s *Server) waitReady(ctx context.Context, p *process) error {
 		urls = append(urls, s.FederationURL+"/_matrix/key/v2/server")
 	}
 	for _, url := range urls {
-		err := childproc.WaitReady(ctx, client, url, 50*time.Millisecond, p.done)
+		err := childproc.WaitReady(ctx, client, url, 50*time.Millisecond, p.Done())
 		if errors.Is(err, childproc.ErrExited) {
-			return fmt.Errorf("dendrite exited during start-up: %v", p.err)
+			return fmt.Errorf("dendrite exited during start-up: %v", p.Err())
 		} else if err != nil {
 			return fmt.Errorf("dendrite did not answer %s: %w", url, err)
 		}
@@ -307,12 +264,7 @@ func (s *Server) waitReady(ctx context.Context, p *process) error {
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("failed to find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return homeserver.FreePort()
 }
 
 // addrOrFreePort returns addr, or 127.0.0.1 with a free port if addr is empty.

@@ -2,15 +2,13 @@ package dendrite
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/hex"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/caseroom/caseroom/internal/homeserver"
 )
 
 // UserID returns the Matrix user ID of localpart on this server.
@@ -27,59 +25,12 @@ func (s *Server) Client() (*mautrix.Client, error) {
 // /_dendrite/admin API requires) and returns a client logged in as it, on the device Dendrite made for the
 // registration (ID "shared_secret_registration").
 func (s *Server) RegisterUser(ctx context.Context, localpart, password string, admin bool) (*mautrix.Client, error) {
-	cli, err := s.Client()
-	if err != nil {
-		return nil, err
-	}
-	registerURL := cli.BuildURL(mautrix.SynapseAdminURLPath{"v1", "register"})
-	var nonce struct {
-		Nonce string `json:"nonce"`
-	}
-	if _, err = cli.MakeRequest(ctx, http.MethodGet, registerURL, nil, &nonce); err != nil {
-		return nil, fmt.Errorf("failed to get registration nonce: %w", err)
-	}
-	req := map[string]any{
-		"nonce":    nonce.Nonce,
-		"username": localpart,
-		"password": password,
-		"admin":    admin,
-		"mac":      registrationMAC(s.SharedSecret, nonce.Nonce, localpart, password, admin),
-	}
-	var resp mautrix.RespRegister
-	if _, err = cli.MakeRequest(ctx, http.MethodPost, registerURL, req, &resp); err != nil {
-		return nil, fmt.Errorf("failed to register user %s: %w", localpart, err)
-	}
-	cli.UserID, cli.AccessToken, cli.DeviceID = resp.UserID, resp.AccessToken, resp.DeviceID
-	return cli, nil
-}
-
-// registrationMAC is the hex HMAC-SHA1 that shared-secret registration expects.
-func registrationMAC(secret, nonce, user, password string, admin bool) string {
-	kind := "notadmin"
-	if admin {
-		kind = "admin"
-	}
-	mac := hmac.New(sha1.New, []byte(secret))
-	mac.Write([]byte(strings.Join([]string{nonce, user, password, kind}, "\x00")))
-	return hex.EncodeToString(mac.Sum(nil))
+	return homeserver.RegisterUser(ctx, s.URL, s.SharedSecret, localpart, password, admin)
 }
 
 // Login logs localpart in with a password and returns a client on a new device.
 func (s *Server) Login(ctx context.Context, localpart, password string) (*mautrix.Client, error) {
-	cli, err := s.Client()
-	if err != nil {
-		return nil, err
-	}
-	_, err = cli.Login(ctx, &mautrix.ReqLogin{
-		Type:             mautrix.AuthTypePassword,
-		Identifier:       mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: localpart},
-		Password:         password,
-		StoreCredentials: true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("failed to log in as %s: %w", localpart, err)
-	}
-	return cli, nil
+	return homeserver.Login(ctx, s.URL, localpart, password)
 }
 
 // ResetPassword sets the password of userID through Dendrite's admin API, keeping its devices logged in. admin
@@ -93,3 +44,14 @@ func ResetPassword(ctx context.Context, admin *mautrix.Client, userID id.UserID,
 	}
 	return nil
 }
+
+var _ homeserver.Server = (*Server)(nil)
+
+// Implementation is "dendrite".
+func (s *Server) Implementation() string { return "dendrite" }
+
+// HomeserverURL is s.URL.
+func (s *Server) HomeserverURL() string { return s.URL }
+
+// Domain is s.ServerName.
+func (s *Server) Domain() string { return s.ServerName }

@@ -1,0 +1,304 @@
+package homeserver_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/caseroom/caseroom/internal/dendrite"
+	"github.com/caseroom/caseroom/internal/homeserver"
+	"github.com/caseroom/caseroom/internal/synapse"
+	"github.com/caseroom/caseroom/internal/testdb"
+)
+
+// options are what the tests here ask of every homeserver.
+type options struct {
+	dir           string
+	registrations []string
+}
+
+// implementations start each homeserver the tests run on; an error means it is not available here.
+var implementations = []struct {
+	name  string
+	start func(ctx context.Context, opts options) (homeserver.Server, error)
+}{
+	{"dendrite", func(ctx context.Context, opts options) (homeserver.Server, error) {
+		return dendrite.Start(ctx, dendrite.Options{Dir: opts.dir, AppServiceRegistrations: opts.registrations, PersistentJetStream: true})
+	}},
+	{"synapse", func(ctx context.Context, opts options) (homeserver.Server, error) {
+		return synapse.Start(ctx, synapse.Options{Dir: opts.dir, AppServiceRegistrations: opts.registrations})
+	}},
+}
+
+// forEachHomeserver runs fn as a subtest per homeserver implementation, the way testdb.ForEach runs per database.
+// A homeserver that cannot be installed or started fails the subtest when CI is set and skips it otherwise.
+func forEachHomeserver(t *testing.T, fn func(t *testing.T, start func(opts options) homeserver.Server)) {
+	for _, impl := range implementations {
+		t.Run(impl.name, func(t *testing.T) {
+			fn(t, func(opts options) homeserver.Server {
+				t.Helper()
+				if opts.dir == "" {
+					opts.dir = t.TempDir()
+				}
+				// The first start may install the homeserver (a Dendrite build or a Synapse pip install).
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+				defer cancel()
+				srv, err := impl.start(ctx, opts)
+				if err != nil {
+					testdb.Unavailable(t, err)
+				}
+				t.Cleanup(srv.Stop)
+				return srv
+			})
+		})
+	}
+}
+
+func testContext(t *testing.T, timeout time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustRegister(ctx context.Context, t *testing.T, srv homeserver.Server, localpart string, admin bool) *mautrix.Client {
+	t.Helper()
+	cli, err := srv.RegisterUser(ctx, localpart, localpart+"-password", admin)
+	if err != nil {
+		t.Fatalf("RegisterUser(%s): %v", localpart, err)
+	}
+	if cli.UserID != srv.UserID(localpart) || cli.AccessToken == "" || cli.DeviceID == "" {
+		t.Fatalf("RegisterUser(%s) gave user %q, device %q, token set %v", localpart, cli.UserID, cli.DeviceID, cli.AccessToken != "")
+	}
+	return cli
+}
+
+// waitForMessage syncs cli until a message with body shows up in roomID, and returns it.
+func waitForMessage(ctx context.Context, t *testing.T, cli *mautrix.Client, roomID id.RoomID, body string) *event.Event {
+	t.Helper()
+	var since string
+	for {
+		resp, err := cli.SyncRequest(ctx, 1000, since, "", false, event.PresenceOnline)
+		if err != nil {
+			t.Fatalf("sync as %s while waiting for %q: %v", cli.UserID, body, err)
+		}
+		since = resp.NextBatch
+		if room, ok := resp.Rooms.Join[roomID]; ok {
+			for _, evt := range room.Timeline.Events {
+				if evt.Type == event.EventMessage && evt.Content.Raw["body"] == body {
+					return evt
+				}
+			}
+		}
+	}
+}
+
+// sendAndReceive has sender create a room, invite receiver, and checks that receiver joins and sees a message.
+func sendAndReceive(ctx context.Context, t *testing.T, sender, receiver *mautrix.Client) {
+	t.Helper()
+	room, err := sender.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{receiver.UserID}})
+	if err != nil {
+		t.Fatalf("CreateRoom: %v", err)
+	}
+	// Over federation Dendrite joins through the inviter's server (it ignores ?via=, reading only ?server_name=).
+	if _, err = receiver.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatalf("join %s as %s: %v", room.RoomID, receiver.UserID, err)
+	}
+	const body = "hello from caseroom"
+	sent, err := sender.SendText(ctx, room.RoomID, body)
+	if err != nil {
+		t.Fatalf("SendText: %v", err)
+	}
+	got := waitForMessage(ctx, t, receiver, room.RoomID, body)
+	if got.ID != sent.EventID || got.Sender != sender.UserID {
+		t.Fatalf("received event %s from %s, want %s from %s", got.ID, got.Sender, sent.EventID, sender.UserID)
+	}
+}
+
+func TestMessageRoundTrip(t *testing.T) {
+	forEachHomeserver(t, func(t *testing.T, start func(options) homeserver.Server) {
+		srv := start(options{})
+		ctx := testContext(t, 30*time.Second)
+		url := srv.HomeserverURL()
+		if !strings.HasPrefix(url, "http://127.0.0.1:") || srv.Domain() != "localhost:"+url[len("http://127.0.0.1:"):] {
+			t.Fatalf("URL %q and server name %q do not match the defaults", url, srv.Domain())
+		}
+		alice := mustRegister(ctx, t, srv, "alice", false)
+		bob := mustRegister(ctx, t, srv, "bob", false)
+		sendAndReceive(ctx, t, alice, bob)
+	})
+}
+
+func TestRestartKeepsData(t *testing.T) {
+	forEachHomeserver(t, func(t *testing.T, start func(options) homeserver.Server) {
+		dir := t.TempDir()
+		srv := start(options{dir: dir})
+		ctx := testContext(t, 90*time.Second)
+		admin := mustRegister(ctx, t, srv, "admin", true)
+		mustRegister(ctx, t, srv, "carol", false)
+		url := srv.HomeserverURL()
+
+		if err := srv.Restart(ctx); err != nil {
+			t.Fatalf("Restart: %v", err)
+		}
+		if srv.HomeserverURL() != url {
+			t.Fatalf("URL changed across restart: %s -> %s", url, srv.HomeserverURL())
+		}
+		if _, err := srv.Login(ctx, "carol", "carol-password"); err != nil {
+			t.Fatalf("login after restart: %v", err)
+		}
+		if resp, err := admin.Whoami(ctx); err != nil || resp.UserID != admin.UserID {
+			t.Fatalf("access token from before the restart: whoami = %+v, %v", resp, err)
+		}
+
+		// Stop and Kill are idempotent, and a start on the same directory reuses the config and data.
+		srv.Stop()
+		srv.Kill()
+		srv.Stop()
+		again := start(options{dir: dir})
+		if again.Domain() != srv.Domain() {
+			t.Fatalf("server %q after a start on the same directory, want %q", again.Domain(), srv.Domain())
+		}
+		if _, err := again.Login(ctx, "carol", "carol-password"); err != nil {
+			t.Fatalf("login after a start on the same directory: %v", err)
+		}
+	})
+}
+
+// transactionRecorder is a minimal appservice endpoint that records the events pushed to it.
+type transactionRecorder struct {
+	hsToken string
+	mu      sync.Mutex
+	events  []*event.Event
+	got     chan struct{}
+}
+
+func (rec *transactionRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer "+rec.hsToken {
+		http.Error(w, `{"errcode":"M_FORBIDDEN"}`, http.StatusForbidden)
+		return
+	}
+	var txn struct {
+		Events []*event.Event `json:"events"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&txn); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	rec.mu.Lock()
+	rec.events = append(rec.events, txn.Events...)
+	rec.mu.Unlock()
+	select {
+	case rec.got <- struct{}{}:
+	default:
+	}
+	_, _ = w.Write([]byte("{}"))
+}
+
+func (rec *transactionRecorder) find(match func(*event.Event) bool) bool {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, evt := range rec.events {
+		if match(evt) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestAppServiceRegistration(t *testing.T) {
+	forEachHomeserver(t, func(t *testing.T, start func(options) homeserver.Server) {
+		const asToken, hsToken = "as-token-for-test", "hs-token-for-test"
+		rec := &transactionRecorder{hsToken: hsToken, got: make(chan struct{}, 1)}
+		listener := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/_matrix/app/v1/transactions/") && r.Method == http.MethodPut {
+				rec.ServeHTTP(w, r)
+				return
+			}
+			http.Error(w, `{"errcode":"M_UNRECOGNIZED"}`, http.StatusNotFound)
+		}))
+		t.Cleanup(listener.Close)
+
+		registration := "id: caseroom\nurl: " + listener.URL + "\nas_token: " + asToken + "\nhs_token: " + hsToken + `
+sender_localpart: caseroom_bot
+rate_limited: false
+namespaces:
+  users:
+  - regex: '^@caseroom_.*:.*$'
+    exclusive: true
+  aliases: []
+  rooms: []
+`
+		regPath := filepath.Join(t.TempDir(), "registration.yaml")
+		if err := os.WriteFile(regPath, []byte(registration), 0o600); err != nil {
+			t.Fatal(err)
+		}
+
+		srv := start(options{registrations: []string{regPath}})
+		ctx := testContext(t, 30*time.Second)
+
+		// The homeserver knows the sender's account, with the as_token as its access token.
+		bot, err := mautrix.NewClient(srv.HomeserverURL(), srv.UserID("caseroom_bot"), asToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := bot.Whoami(ctx); err != nil || resp.UserID != srv.UserID("caseroom_bot") {
+			t.Fatalf("whoami with the as_token = %+v, %v", resp, err)
+		}
+
+		alice := mustRegister(ctx, t, srv, "alice", false)
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{bot.UserID}})
+		if err != nil {
+			t.Fatalf("CreateRoom: %v", err)
+		}
+		invited := func(evt *event.Event) bool {
+			return evt.RoomID == room.RoomID && evt.Type == event.StateMember &&
+				evt.GetStateKey() == bot.UserID.String() && evt.Content.Raw["membership"] == "invite"
+		}
+		for !rec.find(invited) {
+			select {
+			case <-rec.got:
+			case <-ctx.Done():
+				t.Fatalf("the appservice was not sent the invite of %s: %v", bot.UserID, ctx.Err())
+			}
+		}
+	})
+}
+
+// TestDendriteFederation: two Dendrites federate over loopback TLS.
+func TestDendriteFederation(t *testing.T) {
+	ctx := testContext(t, 10*time.Minute)
+	toolsDir, err := homeserver.DefaultToolsDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = dendrite.EnsureBinaries(ctx, toolsDir); err != nil {
+		testdb.Unavailable(t, err)
+	}
+	a, b, err := dendrite.StartPair(ctx, t.TempDir(), t.TempDir(), nil, nil)
+	if err != nil {
+		testdb.Unavailable(t, err)
+	}
+	t.Cleanup(a.Stop)
+	t.Cleanup(b.Stop)
+	alice := mustRegister(ctx, t, a, "alice", false)
+	bob := mustRegister(ctx, t, b, "bob", false)
+	if bob.UserID != id.UserID("@bob:"+b.ServerName) || !strings.HasPrefix(b.ServerName, "localhost:") {
+		t.Fatalf("unexpected user ID %s on server %s", bob.UserID, b.ServerName)
+	}
+	sendAndReceive(ctx, t, alice, bob)
+	if t.Failed() {
+		t.Logf("server A log:\n%s\nserver B log:\n%s", a.LogTail(40), b.LogTail(40))
+	}
+}

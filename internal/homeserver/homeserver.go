@@ -1,0 +1,134 @@
+// Package homeserver holds what the harnesses of the homeservers caseroom is tested against (Dendrite and Synapse)
+// share: free loopback ports, shared-secret registration and password login.
+package homeserver
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+)
+
+// ToolsDirEnv names the environment variable that overrides DefaultToolsDir.
+const ToolsDirEnv = "CASEROOM_TOOLS_DIR"
+
+// DefaultToolsDir returns the directory that holds the project's tools (the homeserver binaries and virtualenvs):
+// $CASEROOM_TOOLS_DIR if set, otherwise .tools in the project root (the nearest directory at or above the working
+// directory that holds go.mod).
+func DefaultToolsDir() (string, error) {
+	if dir := os.Getenv(ToolsDirEnv); dir != "" {
+		return filepath.Abs(dir)
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("failed to get working directory: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, ".tools"), nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod found at or above the working directory (set %s)", ToolsDirEnv)
+		}
+		dir = parent
+	}
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("failed to find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// RegisterUser creates an account on the homeserver at baseURL through shared-secret registration
+// (/_synapse/admin/v1/register, which Synapse and Dendrite both serve; admin makes it a server admin) and returns a
+// client logged in as it, on the device the registration made.
+func RegisterUser(ctx context.Context, baseURL, secret, localpart, password string, admin bool) (*mautrix.Client, error) {
+	cli, err := mautrix.NewClient(baseURL, "", "")
+	if err != nil {
+		return nil, err
+	}
+	registerURL := cli.BuildURL(mautrix.SynapseAdminURLPath{"v1", "register"})
+	var nonce struct {
+		Nonce string `json:"nonce"`
+	}
+	if _, err = cli.MakeRequest(ctx, http.MethodGet, registerURL, nil, &nonce); err != nil {
+		return nil, fmt.Errorf("failed to get registration nonce: %w", err)
+	}
+	req := map[string]any{
+		"nonce":    nonce.Nonce,
+		"username": localpart,
+		"password": password,
+		"admin":    admin,
+		"mac":      registrationMAC(secret, nonce.Nonce, localpart, password, admin),
+	}
+	var resp mautrix.RespRegister
+	if _, err = cli.MakeRequest(ctx, http.MethodPost, registerURL, req, &resp); err != nil {
+		return nil, fmt.Errorf("failed to register user %s: %w", localpart, err)
+	}
+	cli.UserID, cli.AccessToken, cli.DeviceID = resp.UserID, resp.AccessToken, resp.DeviceID
+	return cli, nil
+}
+
+// registrationMAC is the hex HMAC-SHA1 that shared-secret registration expects.
+func registrationMAC(secret, nonce, user, password string, admin bool) string {
+	kind := "notadmin"
+	if admin {
+		kind = "admin"
+	}
+	mac := hmac.New(sha1.New, []byte(secret))
+	mac.Write([]byte(strings.Join([]string{nonce, user, password, kind}, "\x00")))
+	return hex.EncodeToString(mac.Sum(nil))
+}
+
+// Login logs localpart in with a password on the homeserver at baseURL and returns a client on a new device.
+func Login(ctx context.Context, baseURL, localpart, password string) (*mautrix.Client, error) {
+	cli, err := mautrix.NewClient(baseURL, "", "")
+	if err != nil {
+		return nil, err
+	}
+	_, err = cli.Login(ctx, &mautrix.ReqLogin{
+		Type:             mautrix.AuthTypePassword,
+		Identifier:       mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: localpart},
+		Password:         password,
+		StoreCredentials: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to log in as %s: %w", localpart, err)
+	}
+	return cli, nil
+}
+
+// Server is a running homeserver, whichever implementation: what tests that run on every homeserver use.
+type Server interface {
+	// Implementation names the homeserver software ("dendrite", "synapse").
+	Implementation() string
+	// HomeserverURL is the client-server API base URL.
+	HomeserverURL() string
+	// Domain is the Matrix server name (the part of user IDs after the colon).
+	Domain() string
+	UserID(localpart string) id.UserID
+	RegisterUser(ctx context.Context, localpart, password string, admin bool) (*mautrix.Client, error)
+	Login(ctx context.Context, localpart, password string) (*mautrix.Client, error)
+	// Restart stops the server and starts it again with the same config, ports and data.
+	Restart(ctx context.Context) error
+	// Stop shuts the server down; Kill ends it at once, as a crash would. Both do nothing on a stopped server.
+	Stop()
+	Kill()
+	// LogTail returns up to n last lines of the server's log, for diagnostics.
+	LogTail(n int) string
+}
