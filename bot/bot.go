@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -74,7 +75,8 @@ type Bot struct {
 	Now func() time.Time
 
 	stateStore  *sqlstatestore.SQLStateStore
-	e2ee        encryption // nil without end-to-end encryption
+	e2ee        encryption                   // nil without end-to-end encryption
+	pushedTo    atomic.Pointer[pushReceiver] // the device that takes pushed crypto data, once it is ready
 	proc        *processor
 	server      *http.Server
 	listener    net.Listener

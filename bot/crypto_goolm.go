@@ -33,6 +33,9 @@ const (
 	roomKeyRequestWait = 6 * time.Second
 )
 
+// encryptionBuilt says whether this build has end-to-end encryption.
+const encryptionBuilt = true
+
 // deviceDisplayName is the display name of the bot's device in users' device lists.
 const deviceDisplayName = "caseroom"
 
@@ -107,6 +110,8 @@ func (b *Bot) startEncryption(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	receiver := pushReceiver(d)
+	b.pushedTo.Store(&receiver)
 	go d.syncLoop(log.WithContext(b.ctx), filterID)
 	b.e2ee = d
 	log.Info().Msg("End-to-end encryption ready")
@@ -187,6 +192,17 @@ func (d *cryptoDevice) createSyncFilter(ctx context.Context) (string, error) {
 	return resp.FilterID, nil
 }
 
+// syncRefusalsBeforeGivingUp is how many internal errors in a row, without any /sync ever answered, make the device
+// stop syncing (see syncLoop).
+const syncRefusalsBeforeGivingUp = 3
+
+// isInternalError reports whether err is the homeserver's 500 M_UNKNOWN.
+func isInternalError(err error) bool {
+	var httpErr mautrix.HTTPError
+	return errors.As(err, &httpErr) && httpErr.IsStatus(http.StatusInternalServerError) &&
+		httpErr.RespError != nil && httpErr.RespError.ErrCode == mautrix.MUnknown.ErrCode
+}
+
 // syncLoop runs the device's /sync until ctx ends, handing to-device events, device list changes and one-time key
 // counts to the crypto machine. The sync token is stored after each response, so a restart continues where it was.
 func (d *cryptoDevice) syncLoop(ctx context.Context, filterID string) {
@@ -197,10 +213,21 @@ func (d *cryptoDevice) syncLoop(ctx context.Context, filterID string) {
 		log.Warn().Err(err).Msg("Failed to load the device's sync token, starting from scratch")
 	}
 	backoff := time.Second
+	synced, refusals := false, 0
 	for ctx.Err() == nil {
 		resp, err := d.cli.FullSyncRequest(ctx, mautrix.ReqSync{Timeout: 30000, Since: since, FilterID: filterID})
 		if err != nil {
 			if ctx.Err() != nil {
+				return
+			}
+			// Synapse serves no /sync to appservice users (an internal error, every time) and pushes the device's
+			// to-device events, device lists and key counts in transactions instead (see pushedCrypto).
+			if refusals = refusals + 1; !isInternalError(err) {
+				refusals = 0
+			}
+			if !synced && refusals >= syncRefusalsBeforeGivingUp {
+				log.Info().Msg("The homeserver does not serve /sync to the bot's device; using the to-device events " +
+					"and device lists it pushes in transactions (MSC2409, MSC3202) instead")
 				return
 			}
 			log.Warn().Err(err).Dur("retry_in", backoff).Msg("Device sync failed, will retry")
@@ -212,7 +239,7 @@ func (d *cryptoDevice) syncLoop(ctx context.Context, filterID string) {
 			backoff = min(backoff*2, maxBackoff)
 			continue
 		}
-		backoff = time.Second
+		backoff, synced, refusals = time.Second, true, 0
 		// A response is handled completely even when the bot is stopping, so that no room key is lost.
 		procCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		d.mach.ProcessSyncResponse(procCtx, resp, since)
@@ -286,6 +313,29 @@ func (d *cryptoDevice) decrypt(ctx context.Context, evt *event.Event) (*event.Ev
 		}
 	}
 	return d.helper.Decrypt(ctx, evt)
+}
+
+// handlePushed gives the crypto machine what the homeserver pushed for the bot's device in a transaction (see
+// pushedCrypto), before the transaction is acknowledged: a room key is never lost to a crash, and one that is
+// handled twice (the transaction sent again) is recognised by the crypto store.
+func (d *cryptoDevice) handlePushed(ctx context.Context, pushed *pushedCrypto) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if pushed.DeviceLists != nil {
+		d.mach.HandleDeviceLists(ctx, pushed.DeviceLists, "")
+	}
+	toDevice, otk := pushed.forDevice(d.cli.UserID, d.cli.DeviceID)
+	for _, evt := range toDevice {
+		d.mach.HandleToDeviceEvent(ctx, evt)
+	}
+	if otk != nil {
+		d.mach.HandleOTKCounts(ctx, otk)
+	}
+	d.mach.MarkOlmHashSavePoint(ctx)
+	if len(toDevice) > 0 || otk != nil {
+		zerolog.Ctx(ctx).Debug().Int("to_device", len(toDevice)).Bool("otk_counts", otk != nil).
+			Msg("Handled crypto data pushed in a transaction")
+	}
 }
 
 func (d *cryptoDevice) client() *mautrix.Client {

@@ -122,6 +122,12 @@ func (b *Bot) putTransaction(w http.ResponseWriter, r *http.Request) {
 		mautrix.MUnknown.WithMessage("Failed to store transaction").Write(w)
 		return
 	}
+	if pushed := decodePushedCrypto(body); pushed != nil && !b.takePushed(r.Context(), pushed) {
+		// Not acknowledged: room keys must not be lost while the bot's device is still starting. The stored events
+		// are deduplicated when the homeserver sends the transaction again.
+		mautrix.MUnknown.WithMessage("End-to-end encryption is still starting").WithStatus(http.StatusServiceUnavailable).Write(w)
+		return
+	}
 	exhttp.WriteEmptyJSONResponse(w, http.StatusOK)
 	b.Metrics.EventsReceived.Add(float64(len(events)))
 	log.Debug().Int("events", total).Int("stored", len(events)).Msg("Stored transaction")

@@ -20,6 +20,12 @@ func (c *Config) Registration() *appservice.Registration {
 		ServerToken:     c.Appservice.HSToken,
 		SenderLocalpart: c.Appservice.Bot.Username,
 		RateLimited:     &rateLimited,
+		// To-device events (room keys) and device list changes for the bot's device pushed in transactions
+		// (MSC2409, MSC3202), where the homeserver supports it (Synapse with its experimental features on);
+		// homeservers without it (Dendrite) ignore these keys, and the device syncs for them itself.
+		EphemeralEvents:     true,
+		SoruEphemeralEvents: true,
+		MSC3202:             true,
 		Namespaces: appservice.Namespaces{
 			UserIDs: appservice.NamespaceList{
 				{Regex: "^@" + user + ":" + domain + "$", Exclusive: true},

@@ -26,6 +26,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/caseroom/caseroom/internal/dendrite"
+	"github.com/caseroom/caseroom/internal/homeserver"
 	"github.com/caseroom/caseroom/internal/testdb"
 
 	_ "github.com/mattn/go-sqlite3" // inspect the bot database
@@ -60,6 +61,9 @@ func TestMain(m *testing.M) {
 	if theWorld != nil {
 		theWorld.hsA.Stop()
 		theWorld.hsB.Stop()
+	}
+	if theSynapse != nil {
+		theSynapse.hs.Stop()
 	}
 	if code == 0 {
 		_ = os.RemoveAll(worldDir)
@@ -103,19 +107,8 @@ func startWorld(dir string) (*world, error) {
 	}
 	domainA := fmt.Sprintf("localhost:%d", portA)
 
-	// The bot's config and registration, made the way an operator makes them: edit the example, run caseroom -g.
-	cfgPath := filepath.Join(dir, "base-config.yaml")
 	regPath := filepath.Join(dir, "registration.yaml")
-	if err = os.WriteFile(cfgPath, botConfig(domainA, "http://unused", w.botPort, dir, nil), 0o600); err != nil {
-		return nil, err
-	}
-	if out, err := exec.CommandContext(ctx, w.binary, "-g", "-c", cfgPath, "-r", regPath).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("caseroom -g failed: %v\n%s", err, out)
-	}
-	if w.reg, err = appservice.LoadRegistration(regPath); err != nil {
-		return nil, err
-	}
-	if w.baseCfg, err = os.ReadFile(cfgPath); err != nil {
+	if w.reg, w.baseCfg, err = generateRegistration(ctx, w.binary, dir, domainA, w.botPort); err != nil {
 		return nil, err
 	}
 
@@ -147,6 +140,29 @@ func startWorld(dir string) (*world, error) {
 		return nil, fmt.Errorf("homeserver A is %s, expected %s", w.hsA.ServerName, domainA)
 	}
 	return w, nil
+}
+
+// generateRegistration makes caseroom's config and registration the way an operator makes them (edit the example,
+// run caseroom -g): dir/base-config.yaml and dir/registration.yaml for a homeserver of domain, with the appservice
+// listening on port.
+func generateRegistration(ctx context.Context, binary, dir, domain string, port int) (*appservice.Registration, []byte, error) {
+	cfgPath := filepath.Join(dir, "base-config.yaml")
+	regPath := filepath.Join(dir, "registration.yaml")
+	if err := os.WriteFile(cfgPath, botConfig(domain, "http://unused", port, dir, nil), 0o600); err != nil {
+		return nil, nil, err
+	}
+	if out, err := exec.CommandContext(ctx, binary, "-g", "-c", cfgPath, "-r", regPath).CombinedOutput(); err != nil {
+		return nil, nil, fmt.Errorf("caseroom -g failed: %v\n%s", err, out)
+	}
+	reg, err := appservice.LoadRegistration(regPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	baseCfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	return reg, baseCfg, nil
 }
 
 func mustToolsDir() string {
@@ -195,6 +211,8 @@ func botConfig(domain, hsURL string, port int, dataDir string, extra map[string]
 type botProcess struct {
 	t       *testing.T
 	w       *world
+	regPath string // the appservice registration it runs with
+	port    int    // its appservice listener's port
 	dir     string
 	cfgPath string
 	env     []string
@@ -204,18 +222,39 @@ type botProcess struct {
 	logMu   *sync.Mutex
 }
 
+// botTarget is a homeserver with caseroom's appservice registered on it: what a bot process needs to run there.
+type botTarget struct {
+	domain, url string
+	port        int    // the appservice listener's port, as the registration says
+	regPath     string // the registration file
+	reg         *appservice.Registration
+	baseCfg     []byte // config with the generated secrets
+}
+
+// dendriteTarget is homeserver A of the shared world.
+func (w *world) dendriteTarget() *botTarget {
+	return &botTarget{domain: w.hsA.ServerName, url: w.hsA.URL, port: w.botPort,
+		regPath: filepath.Join(w.dir, "registration.yaml"), reg: w.reg, baseCfg: w.baseCfg}
+}
+
 // startBot runs caseroom against homeserver A with a fresh database in its own directory. extra config keys are
 // merged over the defaults; env adds environment variables (fault injection).
 func startBot(t *testing.T, extra map[string]any, env ...string) *botProcess {
 	t.Helper()
+	return startBotOn(t, getWorld(t).dendriteTarget(), extra, env...)
+}
+
+// startBotOn is startBot against any homeserver with caseroom registered.
+func startBotOn(t *testing.T, target *botTarget, extra map[string]any, env ...string) *botProcess {
+	t.Helper()
 	w := getWorld(t)
 	dir := t.TempDir()
 	var base map[string]any
-	if err := yaml.Unmarshal(w.baseCfg, &base); err != nil {
+	if err := yaml.Unmarshal(target.baseCfg, &base); err != nil {
 		t.Fatal(err)
 	}
 	merged := map[string]any{
-		"appservice": map[string]any{"as_token": w.reg.AppToken, "hs_token": w.reg.ServerToken},
+		"appservice": map[string]any{"as_token": target.reg.AppToken, "hs_token": target.reg.ServerToken},
 		"encryption": map[string]any{"pickle_key": base["encryption"].(map[string]any)["pickle_key"]},
 	}
 	for k, v := range extra {
@@ -230,10 +269,11 @@ func startBot(t *testing.T, extra map[string]any, env ...string) *botProcess {
 		merged[k] = v
 	}
 	cfgPath := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfgPath, botConfig(w.hsA.ServerName, w.hsA.URL, w.botPort, dir, merged), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, botConfig(target.domain, target.url, target.port, dir, merged), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b := &botProcess{t: t, w: w, dir: dir, cfgPath: cfgPath, log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
+	b := &botProcess{t: t, w: w, regPath: target.regPath, port: target.port, dir: dir,
+		cfgPath: cfgPath, log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
 	b.start(env...)
 	t.Cleanup(func() {
 		b.stop()
@@ -259,7 +299,7 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 func (b *botProcess) start(env ...string) {
 	b.t.Helper()
 	b.env = env
-	b.cmd = exec.Command(b.w.binary, "-c", b.cfgPath, "-r", filepath.Join(b.w.dir, "registration.yaml"))
+	b.cmd = exec.Command(b.w.binary, "-c", b.cfgPath, "-r", b.regPath)
 	b.cmd.Env = append(os.Environ(), env...)
 	b.cmd.Stdout = lockedWriter{b.logMu, b.log}
 	b.cmd.Stderr = lockedWriter{b.logMu, b.log}
@@ -293,7 +333,7 @@ func (b *botProcess) start(env ...string) {
 
 // URL is the bot's appservice endpoint.
 func (b *botProcess) URL() string {
-	return fmt.Sprintf("http://127.0.0.1:%d", b.w.botPort)
+	return fmt.Sprintf("http://127.0.0.1:%d", b.port)
 }
 
 // stop sends SIGTERM and waits for a clean exit.
@@ -352,7 +392,7 @@ type user struct {
 }
 
 // newUser registers a fresh account on hs, logs in a new device with encryption and starts syncing.
-func newUser(t *testing.T, hs *dendrite.Server, name string) *user {
+func newUser(t *testing.T, hs homeserver.Server, name string) *user {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	localpart := strings.ToLower(name + "_" + random.String(6))

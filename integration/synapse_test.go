@@ -1,0 +1,101 @@
+//go:build goolm
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caseroom/caseroom/internal/homeserver"
+	"github.com/caseroom/caseroom/internal/synapse"
+	"github.com/caseroom/caseroom/internal/testdb"
+)
+
+// synapseWorld is a Synapse with caseroom registered on it (its own registration and appservice port), started
+// once for the tests that run on Synapse and stopped by TestMain.
+type synapseWorld struct {
+	hs     *synapse.Server
+	target *botTarget
+}
+
+var (
+	theSynapse    *synapseWorld
+	theSynapseErr error
+	synapseOnce   sync.Once
+)
+
+// getSynapse starts the shared Synapse once (installing it into .tools on the first run).
+func getSynapse(t *testing.T) *synapseWorld {
+	t.Helper()
+	w := getWorld(t) // the caseroom binary
+	synapseOnce.Do(func() {
+		theSynapse, theSynapseErr = startSynapse(w)
+	})
+	if theSynapseErr != nil {
+		testdb.Unavailable(t, theSynapseErr)
+	}
+	return theSynapse
+}
+
+func startSynapse(w *world) (*synapseWorld, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	dir := filepath.Join(w.dir, "synapse")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	hsPort, err := homeserver.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	botPort, err := homeserver.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	domain := fmt.Sprintf("localhost:%d", hsPort)
+	reg, baseCfg, err := generateRegistration(ctx, w.binary, dir, domain, botPort)
+	if err != nil {
+		return nil, err
+	}
+	regPath := filepath.Join(dir, "registration.yaml")
+	hs, err := synapse.Start(ctx, synapse.Options{
+		Dir: filepath.Join(dir, "hs"), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hsPort), AppServiceRegistrations: []string{regPath},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &synapseWorld{hs: hs, target: &botTarget{domain: hs.ServerName, url: hs.URL, port: botPort,
+		regPath: regPath, reg: reg, baseCfg: baseCfg}}, nil
+}
+
+// TestSynapseFirstContact: caseroom on Synapse answers a ping in a plain and in an encrypted direct chat, with its
+// reply encrypted in the encrypted one. Synapse serves no /sync to appservice users: the bot's device gets the room
+// keys from the to-device events Synapse pushes in transactions (MSC2409), which it detects by itself.
+func TestSynapseFirstContact(t *testing.T) {
+	syn := getSynapse(t)
+	bot := startBotOn(t, syn.target, nil)
+	botID := syn.hs.UserID("caseroom")
+	alice := newUser(t, syn.hs, "alice")
+
+	plain := roomWithBot(t, alice, botID)
+	pingID := alice.send(plain, "!ping")
+	reply := alice.waitFor(30*time.Second, "the pong", replyTo(botID, pingID))
+	if body := reply.Content.AsMessage().Body; !strings.Contains(body, "Pong") {
+		t.Fatalf("reply to the ping = %q, want a pong", body)
+	}
+
+	encrypted := alice.encryptedRoomWithBot(botID)
+	alice.pingEncrypted(encrypted, botID)
+	if log := bot.Log(); !strings.Contains(log, "does not serve /sync to the bot's device") {
+		t.Errorf("the bot did not say that it relies on pushed to-device events")
+	}
+	if t.Failed() {
+		t.Logf("synapse log:\n%s\ncaseroom log:\n%s", syn.hs.LogTail(60), bot.Log())
+	}
+}
