@@ -25,8 +25,9 @@ type crossSigningStatus struct {
 // ensureCrossSigned makes sure the bot's device is signed by the bot's self-signing key, so that users see it as
 // the bot's own device. A device that already is (any restart) is left alone. A new device of a bot that has
 // cross-signing keys is signed with them, unlocked by the recovery key (the one caseroom stored when it made the keys,
-// else encryption.recovery_key). A bot without keys gets new ones, which needs encryption.bot_password for the
-// homeserver's password prompt; their recovery key is stored sealed in the database and never shown. When nothing
+// else encryption.recovery_key). A bot without keys gets new ones, answering the homeserver's password prompt, where
+// there is one (Dendrite; not Synapse, MSC3967), with encryption.bot_password; their recovery key is stored sealed in
+// the database and never shown. When nothing
 // works the bot warns and carries on with an unverified device. Only database errors are returned.
 func (d *cryptoDevice) ensureCrossSigned(ctx context.Context, sealedRecoveryKey string) error {
 	log := zerolog.Ctx(ctx)
@@ -66,10 +67,9 @@ func (d *cryptoDevice) ensureCrossSigned(ctx context.Context, sealedRecoveryKey 
 		}
 		log.Warn().Msg("No recovery key unlocks the bot's cross-signing keys; replacing them with new ones. " +
 			"Users who verified the bot will have to verify it again")
-	} else if cfg.BotPassword == "" {
-		log.Warn().Msg(unverifiedDeviceWarning)
-		return nil
 	}
+	// Without keys, a password is not always needed: a first upload of cross-signing keys asks for none on
+	// homeservers that follow MSC3967 (Synapse); Dendrite v0.13.8 asks for the bot account's password.
 	return d.makeCrossSigningKeys(ctx)
 }
 
@@ -105,13 +105,20 @@ func (d *cryptoDevice) makeCrossSigningKeys(ctx context.Context) error {
 	}
 	password := d.bot.Config.Encryption.BotPassword
 	err = d.mach.PublishCrossSigningKeys(ctx, keys, func(uia *mautrix.RespUserInteractive) any {
+		if password == "" {
+			return nil // the homeserver's password prompt stays unanswered: the upload fails as it is
+		}
 		return &mautrix.ReqUIAuthLogin{
 			BaseAuthData: mautrix.BaseAuthData{Type: mautrix.AuthTypePassword, Session: uia.Session},
 			User:         d.cli.UserID.String(),
 			Password:     password,
 		}
 	})
-	if err != nil {
+	if err != nil && password == "" {
+		log.Warn().Err(err).Msg("The homeserver asks for the bot account's password to upload cross-signing keys. " +
+			unverifiedDeviceWarning)
+		return nil
+	} else if err != nil {
 		log.Warn().Err(err).Msg("Failed to upload cross-signing keys (is encryption.bot_password the bot account's " +
 			"password?). " + unverifiedDeviceWarning)
 		return nil

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/caseroom/caseroom/internal/homeserver"
 	"github.com/caseroom/caseroom/internal/synapse"
 	"github.com/caseroom/caseroom/internal/testdb"
@@ -74,8 +76,9 @@ func startSynapse(w *world) (*synapseWorld, error) {
 		regPath: regPath, reg: reg, baseCfg: baseCfg}}, nil
 }
 
-// TestSynapseFirstContact: caseroom on Synapse answers a ping in a plain and in an encrypted direct chat, with its
-// reply encrypted in the encrypted one. Synapse serves no /sync to appservice users: the bot's device gets the room
+// TestSynapseFirstContact: caseroom on Synapse cross-signs its device without being given a password (Synapse
+// asks for none on a first key upload, MSC3967), and answers a ping in a plain and in an encrypted direct chat, with
+// its reply encrypted in the encrypted one. Synapse serves no /sync to appservice users: the bot's device gets the room
 // keys from the to-device events Synapse pushes in transactions (MSC2409), which it detects by itself.
 func TestSynapseFirstContact(t *testing.T) {
 	syn := getSynapse(t)
@@ -92,8 +95,16 @@ func TestSynapseFirstContact(t *testing.T) {
 
 	encrypted := alice.encryptedRoomWithBot(botID)
 	alice.pingEncrypted(encrypted, botID)
-	if log := bot.Log(); !strings.Contains(log, "does not serve /sync to the bot's device") {
-		t.Errorf("the bot did not say that it relies on pushed to-device events")
+	if trust := alice.trustOf(botID, botDeviceID(t, bot)); trust != id.TrustStateCrossSignedTOFU {
+		t.Errorf("alice sees the bot's device as %s, want cross-signed (TOFU)", trust)
+	}
+	// The device gives up its own /sync after a few refusals, seconds after the start.
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(bot.Log(), "does not serve /sync to the bot's device"); {
+		if time.Now().After(deadline) {
+			t.Errorf("the bot did not say that it relies on pushed to-device events")
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if t.Failed() {
 		t.Logf("synapse log:\n%s\ncaseroom log:\n%s", syn.hs.LogTail(60), bot.Log())
