@@ -14,26 +14,35 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/caseroom/caseroom/internal/homeserver"
 )
 
 // clinic is a bot with an admin (named in its config) and helpers to run commands as a person would.
 type clinic struct {
 	t       *testing.T
+	hs      homeserver.Server // the homeserver the bot and its users are on
 	bot     *botProcess
 	botID   id.UserID
 	admin   *user
 	adminDM id.RoomID
 }
 
+// newClinic starts a clinic on homeserver A (Dendrite) of the shared world.
 func newClinic(t *testing.T, extra map[string]any) *clinic {
 	t.Helper()
-	w := getWorld(t)
-	admin := newUser(t, w.hsA, "admin")
+	return newClinicOn(t, onDendrite(t), extra)
+}
+
+// newClinicOn starts a clinic on the given homeserver.
+func newClinicOn(t *testing.T, on *onHomeserver, extra map[string]any) *clinic {
+	t.Helper()
+	admin := newUser(t, on.hs, "admin")
 	if extra == nil {
 		extra = map[string]any{}
 	}
 	extra["admins"] = []string{admin.UserID.String()}
-	c := &clinic{t: t, bot: startBot(t, extra), botID: id.NewUserID(w.reg.SenderLocalpart, w.hsA.ServerName), admin: admin}
+	c := &clinic{t: t, hs: on.hs, bot: startBotOn(t, on.target, extra), botID: on.hs.UserID(on.target.reg.SenderLocalpart), admin: admin}
 	c.adminDM = admin.encryptedRoomWithBot(c.botID)
 	return c
 }

@@ -76,6 +76,37 @@ func startSynapse(w *world) (*synapseWorld, error) {
 		regPath: regPath, reg: reg, baseCfg: baseCfg}}, nil
 }
 
+// onHomeserver is a homeserver with caseroom registered, for tests that run on each homeserver.
+type onHomeserver struct {
+	hs     homeserver.Server
+	target *botTarget
+}
+
+// onDendrite is homeserver A (Dendrite) of the shared world.
+func onDendrite(t *testing.T) *onHomeserver {
+	t.Helper()
+	w := getWorld(t)
+	return &onHomeserver{hs: w.hsA, target: w.dendriteTarget()}
+}
+
+// onSynapse is the shared Synapse.
+func onSynapse(t *testing.T) *onHomeserver {
+	t.Helper()
+	syn := getSynapse(t)
+	return &onHomeserver{hs: syn.hs, target: syn.target}
+}
+
+// forEachHomeserver runs fn as a subtest on Dendrite and on Synapse, the way testdb.ForEach runs per database.
+func forEachHomeserver(t *testing.T, fn func(t *testing.T, on *onHomeserver)) {
+	t.Helper()
+	for _, hs := range []struct {
+		name string
+		on   func(*testing.T) *onHomeserver
+	}{{"dendrite", onDendrite}, {"synapse", onSynapse}} {
+		t.Run(hs.name, func(t *testing.T) { fn(t, hs.on(t)) })
+	}
+}
+
 // TestSynapseFirstContact: caseroom on Synapse cross-signs its device without being given a password (Synapse
 // asks for none on a first key upload, MSC3967), and answers a ping in a plain and in an encrypted direct chat, with
 // its reply encrypted in the encrypted one. Synapse serves no /sync to appservice users: the bot's device gets the room
