@@ -74,23 +74,26 @@ type Bot struct {
 	// builds a clock the test controls.
 	Now func() time.Time
 
-	stateStore  *sqlstatestore.SQLStateStore
-	e2ee        encryption                   // nil without end-to-end encryption
-	pushedTo    atomic.Pointer[pushReceiver] // the device that takes pushed crypto data, once it is ready
-	proc        *processor
-	server      *http.Server
-	listener    net.Listener
-	stopOnce    sync.Once
-	routes      []route
-	hsMu        sync.Mutex
-	hsUp        bool
-	hsCheckedAt time.Time
-	failMu      sync.Mutex
-	failures    map[int64]int // inbox seq -> failed attempts, for giving up on events that fail for good
-	resend      resendCheck   // messages queued before the start that may already be in their rooms (resend.go)
-	sched       scheduler
-	stop        context.CancelFunc
-	ctx         context.Context
+	stateStore *sqlstatestore.SQLStateStore
+	e2ee       encryption                   // nil without end-to-end encryption
+	pushedTo   atomic.Pointer[pushReceiver] // the device that takes pushed crypto data, once it is ready
+
+	roomVersionMu sync.Mutex
+	roomVersion   id.RoomVersion // the homeserver's default room version, once asked (see defaultRoomVersion)
+	proc          *processor
+	server        *http.Server
+	listener      net.Listener
+	stopOnce      sync.Once
+	routes        []route
+	hsMu          sync.Mutex
+	hsUp          bool
+	hsCheckedAt   time.Time
+	failMu        sync.Mutex
+	failures      map[int64]int // inbox seq -> failed attempts, for giving up on events that fail for good
+	resend        resendCheck   // messages queued before the start that may already be in their rooms (resend.go)
+	sched         scheduler
+	stop          context.CancelFunc
+	ctx           context.Context
 }
 
 // New prepares the bot: the appservice with its registration and the state store in the bot's database.

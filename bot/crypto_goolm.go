@@ -196,13 +196,6 @@ func (d *cryptoDevice) createSyncFilter(ctx context.Context) (string, error) {
 // stop syncing (see syncLoop).
 const syncRefusalsBeforeGivingUp = 3
 
-// isInternalError reports whether err is the homeserver's 500 M_UNKNOWN.
-func isInternalError(err error) bool {
-	var httpErr mautrix.HTTPError
-	return errors.As(err, &httpErr) && httpErr.IsStatus(http.StatusInternalServerError) &&
-		httpErr.RespError != nil && httpErr.RespError.ErrCode == mautrix.MUnknown.ErrCode
-}
-
 // syncLoop runs the device's /sync until ctx ends, handing to-device events, device list changes and one-time key
 // counts to the crypto machine. The sync token is stored after each response, so a restart continues where it was.
 func (d *cryptoDevice) syncLoop(ctx context.Context, filterID string) {

@@ -67,3 +67,11 @@ func errorCode(err error) string {
 	}
 	return "error"
 }
+
+// isInternalError reports whether err is the homeserver's 500 M_UNKNOWN, which is also how Synapse answers a /sync
+// of an appservice user (it serves none).
+func isInternalError(err error) bool {
+	var httpErr mautrix.HTTPError
+	return errors.As(err, &httpErr) && httpErr.IsStatus(http.StatusInternalServerError) &&
+		httpErr.RespError != nil && httpErr.RespError.ErrCode == mautrix.MUnknown.ErrCode
+}

@@ -160,7 +160,14 @@ func (b *Bot) lookUpSent(ctx context.Context) (map[id.RoomID]map[int64]id.EventI
 		reqCtx, cancel := context.WithTimeout(ctx, sentLookupTimeout)
 		err = lookUpSentByTxnID(reqCtx, cli, b.BotID(), b.Store.InstanceID, rooms, found)
 		cancel()
-		if err != nil {
+		if err != nil && isInternalError(err) {
+			// Synapse serves no /sync to appservice users; it remembers the transaction IDs of a device's sends for
+			// a day (in its database, so across its restarts too), and the bot's sends again with the same IDs
+			// duplicate nothing.
+			log.Info().Msg("The homeserver serves no /sync to the bot; relying on its transaction ID deduplication " +
+				"for the messages queued before the restart")
+			break
+		} else if err != nil {
 			if IsTransient(err) {
 				return nil, fmt.Errorf("failed to look for messages sent before the restart: %w", err)
 			}

@@ -38,7 +38,14 @@ func (b *Bot) CreateRoom(ctx context.Context, cause id.EventID, step string, spe
 	if spec.HistoryJoined {
 		history = event.HistoryVisibilityJoined
 	}
-	users := map[id.UserID]int{b.BotID(): 100}
+	users := map[id.UserID]int{}
+	// In room versions where the creator always has the highest power (12 and later, Synapse's default) the
+	// creator must not be listed; in older ones it must be, or it would lose its power to the preset's levels.
+	if version, err := b.defaultRoomVersion(ctx); err != nil {
+		return "", err
+	} else if !version.PrivilegedRoomCreators() {
+		users[b.BotID()] = 100
+	}
 	for _, member := range spec.Members {
 		users[member] = MemberPower
 	}
@@ -87,6 +94,24 @@ func (b *Bot) CreateRoom(ctx context.Context, cause id.EventID, step string, spe
 		return "", fmt.Errorf("failed to load state of new room: %w", err)
 	}
 	return resp.RoomID, nil
+}
+
+// defaultRoomVersion is the version of the rooms the homeserver creates, from its capabilities (asked once).
+func (b *Bot) defaultRoomVersion(ctx context.Context) (id.RoomVersion, error) {
+	b.roomVersionMu.Lock()
+	defer b.roomVersionMu.Unlock()
+	if b.roomVersion != "" {
+		return b.roomVersion, nil
+	}
+	caps, err := b.AS.BotIntent().Capabilities(ctx)
+	if err != nil {
+		return "", fmt.Errorf("failed to ask the homeserver for its default room version: %w", err)
+	}
+	if caps.RoomVersions == nil || caps.RoomVersions.Default == "" {
+		return "", errors.New("the homeserver's capabilities name no default room version")
+	}
+	b.roomVersion = id.RoomVersion(caps.RoomVersions.Default)
+	return b.roomVersion, nil
 }
 
 // Membership returns a user's membership of a room as the bot knows it.

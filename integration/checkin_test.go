@@ -15,8 +15,7 @@ import (
 // patientCase opens a case and brings a patient into its patient room.
 func patientCase(t *testing.T, c *clinic) (doc, pat *user, caseRoom, patientRoom id.RoomID) {
 	t.Helper()
-	w := c.bot.w
-	doc, pat = newUser(t, w.hsA, "doc"), newUser(t, w.hsA, "pat")
+	doc, pat = newUser(t, c.hs, "doc"), newUser(t, c.hs, "pat")
 	c.registerClinician(doc)
 	docDM := doc.encryptedRoomWithBot(c.botID)
 	caseRoom, patientRoom = c.openCase(doc, docDM, "Home monitoring")

@@ -172,7 +172,7 @@ func TestPlanAndFilingsReachTheChart(t *testing.T) {
 
 	// The same command replayed by the homeserver, and a second /file of the same message: nothing new.
 	txn, _ := json.Marshal(map[string]any{"events": []json.RawMessage{rawEvent(t, doc, patientRoom, fileCmd)}})
-	if status, resp := putTransaction(t, c.bot, "replay-file", c.bot.w.reg.ServerToken, txn); status != http.StatusOK {
+	if status, resp := putTransaction(t, c.bot, "replay-file", c.bot.reg.ServerToken, txn); status != http.StatusOK {
 		t.Fatalf("replay: %d %s", status, resp)
 	}
 	again := sendRelated(t, doc, patientRoom, "!file", replyRel(said))

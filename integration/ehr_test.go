@@ -67,8 +67,7 @@ func ehrCase(t *testing.T, srv *fhirtest.Server) (c *clinic, doc, pat *user, cas
 	t.Helper()
 	patientRef = seedPatient(t, ehrClient(t, srv), "Okafor", "MRN-"+strings.ToUpper(t.Name()[4:8]))
 	c = newClinic(t, map[string]any{"ehr": map[string]any{"url": srv.URL, "timeout": "5s"}})
-	w := c.bot.w
-	doc, pat = newUser(t, w.hsA, "doc"), newUser(t, w.hsA, "pat")
+	doc, pat = newUser(t, c.hs, "doc"), newUser(t, c.hs, "pat")
 	c.registerClinician(doc)
 	docDM := doc.encryptedRoomWithBot(c.botID)
 	caseRoom, patientRoom = c.openCase(doc, docDM, "Heart failure follow-up --patient "+patientRef)

@@ -211,8 +211,9 @@ func botConfig(domain, hsURL string, port int, dataDir string, extra map[string]
 type botProcess struct {
 	t       *testing.T
 	w       *world
-	regPath string // the appservice registration it runs with
-	port    int    // its appservice listener's port
+	regPath string                   // the appservice registration it runs with
+	reg     *appservice.Registration // its contents
+	port    int                      // its appservice listener's port
 	dir     string
 	cfgPath string
 	env     []string
@@ -272,7 +273,7 @@ func startBotOn(t *testing.T, target *botTarget, extra map[string]any, env ...st
 	if err := os.WriteFile(cfgPath, botConfig(target.domain, target.url, target.port, dir, merged), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b := &botProcess{t: t, w: w, regPath: target.regPath, port: target.port, dir: dir,
+	b := &botProcess{t: t, w: w, regPath: target.regPath, reg: target.reg, port: target.port, dir: dir,
 		cfgPath: cfgPath, log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
 	b.start(env...)
 	t.Cleanup(func() {
