@@ -6,6 +6,7 @@ package synapse
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -47,6 +48,12 @@ type Options struct {
 	ServerName string
 	// HTTPAddr is the client API address; "" picks a free port on 127.0.0.1.
 	HTTPAddr string
+	// Federation also serves the federation API over HTTPS (a self-signed certificate) on FederationAddr, and lets
+	// Synapse federate with servers on loopback without checking their certificates. The server name then
+	// defaults to "localhost:<federation port>": other servers reach a server at the port in its name.
+	Federation bool
+	// FederationAddr is the federation address; "" takes the port of a reused config or a free port on 127.0.0.1.
+	FederationAddr string
 	// AppServiceRegistrations are paths of appservice registration files.
 	AppServiceRegistrations []string
 	// Stdout receives Synapse's log; nil appends it to Dir/synapse.log.
@@ -59,6 +66,8 @@ type Options struct {
 type Server struct {
 	// URL is the client-server API base URL, such as http://127.0.0.1:41234.
 	URL string
+	// FederationURL is the HTTPS base URL of the federation API; empty without Options.Federation.
+	FederationURL string
 	// ServerName is the Matrix server name (the part of user IDs after the colon).
 	ServerName string
 	// Dir is the absolute data directory.
@@ -105,6 +114,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.URL = "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.port))
+	if cfg.federationPort != 0 {
+		s.FederationURL = "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.federationPort))
+	}
 	s.ServerName, s.SharedSecret = cfg.serverName, cfg.sharedSecret
 
 	s.mu.Lock()
@@ -118,7 +130,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 // writtenConfig is what the rest of the harness needs from the config file.
 type writtenConfig struct {
 	serverName, sharedSecret string
-	port                     int
+	port, federationPort     int
 }
 
 // writeConfig writes Dir/homeserver.yaml (reusing the server name, port and secrets of an earlier one) and makes the
@@ -132,9 +144,13 @@ func (s *Server) writeConfig(ctx context.Context, opts Options) (*writtenConfig,
 	if old != nil {
 		cfg.serverName, _ = old["server_name"].(string)
 		cfg.sharedSecret, _ = old["registration_shared_secret"].(string)
-		if listeners, ok := old["listeners"].([]any); ok && len(listeners) > 0 {
-			if l, ok := listeners[0].(map[string]any); ok {
-				cfg.port, _ = l["port"].(int)
+		if listeners, ok := old["listeners"].([]any); ok {
+			for i, l := range listeners {
+				if l, ok := l.(map[string]any); ok && i == 0 {
+					cfg.port, _ = l["port"].(int)
+				} else if ok && opts.Federation {
+					cfg.federationPort, _ = l["port"].(int)
+				}
 			}
 		}
 		if opts.ServerName != "" && opts.ServerName != cfg.serverName {
@@ -155,10 +171,26 @@ func (s *Server) writeConfig(ctx context.Context, opts Options) (*writtenConfig,
 			return nil, err
 		}
 	}
+	if opts.Federation && opts.FederationAddr != "" {
+		_, port, err := net.SplitHostPort(opts.FederationAddr)
+		if err != nil {
+			return nil, fmt.Errorf("synapse: bad FederationAddr %q: %w", opts.FederationAddr, err)
+		}
+		if cfg.federationPort, err = strconv.Atoi(port); err != nil {
+			return nil, fmt.Errorf("synapse: bad FederationAddr %q: %w", opts.FederationAddr, err)
+		}
+	}
+	if opts.Federation && cfg.federationPort == 0 {
+		if cfg.federationPort, err = homeserver.FreePort(); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.serverName == "" {
 		cfg.serverName = opts.ServerName
 	}
-	if cfg.serverName == "" {
+	if cfg.serverName == "" && opts.Federation {
+		cfg.serverName = "localhost:" + strconv.Itoa(cfg.federationPort)
+	} else if cfg.serverName == "" {
 		cfg.serverName = "localhost:" + strconv.Itoa(cfg.port)
 	}
 	secrets := map[string]string{}
@@ -217,6 +249,24 @@ func (s *Server) writeConfig(ctx context.Context, opts Options) (*writtenConfig,
 	}
 	for k, v := range secrets {
 		conf[k] = v
+	}
+	if opts.Federation {
+		certPath, keyPath := filepath.Join(s.Dir, "tls.crt"), filepath.Join(s.Dir, "tls.key")
+		if _, err := os.Stat(certPath); errors.Is(err, os.ErrNotExist) {
+			if err = homeserver.WriteSelfSignedCert(certPath, keyPath); err != nil {
+				return nil, err
+			}
+		}
+		conf["listeners"] = append(conf["listeners"].([]any), map[string]any{
+			"port": cfg.federationPort, "bind_addresses": []string{"127.0.0.1"}, "type": "http", "tls": true,
+			"x_forwarded": false, "resources": []any{map[string]any{"names": []string{"federation"}, "compress": false}},
+		})
+		conf["tls_certificate_path"] = certPath
+		conf["tls_private_key_path"] = keyPath
+		// Other test servers have self-signed certificates too, and live on loopback, which Synapse refuses to
+		// federate with by default.
+		conf["federation_verify_certificates"] = false
+		conf["ip_range_whitelist"] = []string{"127.0.0.0/8", "::1/128"}
 	}
 	raw, err := yaml.Marshal(conf)
 	if err != nil {
@@ -317,6 +367,13 @@ func (s *Server) start(ctx context.Context) error {
 	client := &http.Client{Timeout: 2 * time.Second}
 	defer client.CloseIdleConnections()
 	err = childproc.WaitReady(ctx, client, s.URL+"/_matrix/client/versions", 100*time.Millisecond, p.Done())
+	if err == nil && s.FederationURL != "" {
+		tlsClient := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // the self-signed certificate
+		}}
+		defer tlsClient.CloseIdleConnections()
+		err = childproc.WaitReady(ctx, tlsClient, s.FederationURL+"/_matrix/key/v2/server", 100*time.Millisecond, p.Done())
+	}
 	if errors.Is(err, childproc.ErrExited) {
 		err = fmt.Errorf("synapse exited during start-up: %v", p.Err())
 	} else if err != nil {
