@@ -41,9 +41,14 @@ func (b *Bot) CreateRoom(ctx context.Context, cause id.EventID, step string, spe
 	users := map[id.UserID]int{}
 	// In room versions where the creator always has the highest power (12 and later, Synapse's default) the
 	// creator must not be listed; in older ones it must be, or it would lose its power to the preset's levels.
-	if version, err := b.defaultRoomVersion(ctx); err != nil {
-		return "", err
-	} else if !version.PrivilegedRoomCreators() {
+	version := id.RoomVersion(b.Config.Homeserver.RoomVersion)
+	if version == "" {
+		var err error
+		if version, err = b.defaultRoomVersion(ctx); err != nil {
+			return "", err
+		}
+	}
+	if !version.PrivilegedRoomCreators() {
 		users[b.BotID()] = 100
 	}
 	for _, member := range spec.Members {
@@ -61,6 +66,7 @@ func (b *Bot) CreateRoom(ctx context.Context, cause id.EventID, step string, spe
 	}
 	resp, err := b.AS.BotIntent().CreateRoom(ctx, &mautrix.ReqCreateRoom{
 		Name:         spec.Name,
+		RoomVersion:  id.RoomVersion(b.Config.Homeserver.RoomVersion),
 		Preset:       "private_chat",
 		Invite:       spec.Members,
 		InitialState: initial,

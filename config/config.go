@@ -75,6 +75,8 @@ type HomeserverConfig struct {
 	URL string `yaml:"url"`
 	// Domain is the server_name.
 	Domain string `yaml:"domain"`
+	// RoomVersion is the version of the rooms caseroom creates; "" means the homeserver's default.
+	RoomVersion string `yaml:"room_version"`
 }
 
 // AppserviceConfig is the appservice section.

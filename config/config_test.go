@@ -176,6 +176,7 @@ func TestValidateBadValues(t *testing.T) {
 		{"domain empty", func(c *Config) { c.Homeserver.Domain = "" }, "homeserver.domain", ""},
 		{"domain invalid", func(c *Config) { c.Homeserver.Domain = "bad domain" }, "homeserver.domain", "bad domain"},
 		{"domain placeholder", func(c *Config) { c.Homeserver.Domain = "matrix.example.org" }, "homeserver.domain", "matrix.example.org"},
+		{"room version unknown", func(c *Config) { c.Homeserver.RoomVersion = "99" }, "homeserver.room_version", "99"},
 		{"appservice id empty", func(c *Config) { c.Appservice.ID = "" }, "appservice.id", ""},
 		{"address not url", func(c *Config) { c.Appservice.Address = "127.0.0.1:29350" }, "appservice.address", "127.0.0.1:29350"},
 		{"listen no port", func(c *Config) { c.Appservice.Listen = "localhost" }, "appservice.listen", "localhost"},

@@ -61,6 +61,9 @@ func (c *Config) Validate() error {
 	case isPlaceholderDomain(c.Homeserver.Domain):
 		p.got("homeserver.domain", "is the example placeholder, set it to your homeserver's server_name", c.Homeserver.Domain)
 	}
+	if v := c.Homeserver.RoomVersion; v != "" && !id.RoomVersion(v).IsKnown() {
+		p.got("homeserver.room_version", "must be empty (the homeserver's default) or a room version from 1 to 12", v)
+	}
 
 	if strings.TrimSpace(c.Appservice.ID) == "" {
 		p.got("appservice.id", "must not be empty", c.Appservice.ID)
