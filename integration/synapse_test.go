@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/caseroom/caseroom/internal/homeserver"
@@ -52,7 +53,7 @@ func startSynapse(w *world) (*synapseWorld, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	hsPort, err := homeserver.FreePort()
+	fedPort, err := homeserver.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -60,14 +61,15 @@ func startSynapse(w *world) (*synapseWorld, error) {
 	if err != nil {
 		return nil, err
 	}
-	domain := fmt.Sprintf("localhost:%d", hsPort)
+	domain := fmt.Sprintf("localhost:%d", fedPort) // it federates with the world's Dendrites
 	reg, baseCfg, err := generateRegistration(ctx, w.binary, dir, domain, botPort)
 	if err != nil {
 		return nil, err
 	}
 	regPath := filepath.Join(dir, "registration.yaml")
 	hs, err := synapse.Start(ctx, synapse.Options{
-		Dir: filepath.Join(dir, "hs"), HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hsPort), AppServiceRegistrations: []string{regPath},
+		Dir: filepath.Join(dir, "hs"), Federation: true, FederationAddr: fmt.Sprintf("127.0.0.1:%d", fedPort),
+		AppServiceRegistrations: []string{regPath},
 	})
 	if err != nil {
 		return nil, err
@@ -140,4 +142,35 @@ func TestSynapseFirstContact(t *testing.T) {
 	if t.Failed() {
 		t.Logf("synapse log:\n%s\ncaseroom log:\n%s", syn.hs.LogTail(60), bot.Log())
 	}
+}
+
+// TestCareTeamAcrossSynapseAndDendrite: caseroom on Synapse (creating rooms of version 10, which Dendrite can join)
+// with a clinician of a Dendrite on its care team: the remote clinician joins both rooms over federation, runs
+// commands in the encrypted case room, and reads a patient's check-in summary there.
+func TestCareTeamAcrossSynapseAndDendrite(t *testing.T) {
+	c := newClinicOn(t, onSynapse(t), map[string]any{"homeserver": map[string]any{"room_version": "10"}})
+	w := c.bot.w
+	doc, pat, remoteDoc := newUser(t, c.hs, "doc"), newUser(t, c.hs, "pat"), newUser(t, w.hsB, "remotedoc")
+	c.registerClinician(doc)
+	docDM := doc.encryptedRoomWithBot(c.botID)
+	caseRoom, patientRoom := c.openCase(doc, docDM, "Shared care")
+	c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
+	joinInvited(t, pat, patientRoom)
+
+	c.mustSucceed(c.admin, c.adminDM, "!admin servers allow "+w.hsB.ServerName)
+	c.registerClinician(remoteDoc)
+	c.mustSucceed(doc, caseRoom, "!team add "+remoteDoc.UserID.String()+" cardiologist")
+	joinInvited(t, remoteDoc, caseRoom)
+	joinInvited(t, remoteDoc, patientRoom)
+	if body := c.mustSucceed(remoteDoc, caseRoom, "!team"); !strings.Contains(body, "cardiologist") {
+		t.Fatalf("team as seen by the remote clinician: %s", body)
+	}
+	c.mustSucceed(pat, patientRoom, "!checkin hr=88 short of breath")
+	summary := botNotice(remoteDoc, c, caseRoom, "Check-in", "HR 88/min", "short of breath")
+	if !strings.Contains(summary, pat.UserID.String()) {
+		t.Fatalf("the summary does not name the patient: %s", summary)
+	}
+	remoteDoc.waitFor(5*time.Second, "the summary in encrypted form", func(evt *event.Event) bool {
+		return evt.RoomID == caseRoom && evt.Sender == c.botID && evt.Type == event.EventEncrypted
+	})
 }
