@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -183,6 +184,16 @@ type transactionRecorder struct {
 	mu      sync.Mutex
 	events  []*event.Event
 	got     chan struct{}
+	// failFirst answers that many transactions with 500 before accepting any; every attempt is kept in attempts.
+	failFirst int
+	attempts  []attempt
+}
+
+// attempt is one transaction the homeserver pushed: its ID and the IDs of its events.
+type attempt struct {
+	txnID    string
+	eventIDs []id.EventID
+	accepted bool
 }
 
 func (rec *transactionRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -198,6 +209,17 @@ func (rec *transactionRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request
 		return
 	}
 	rec.mu.Lock()
+	a := attempt{txnID: strings.TrimPrefix(r.URL.Path, "/_matrix/app/v1/transactions/"), accepted: rec.failFirst <= 0}
+	for _, evt := range txn.Events {
+		a.eventIDs = append(a.eventIDs, evt.ID)
+	}
+	rec.attempts = append(rec.attempts, a)
+	if !a.accepted {
+		rec.failFirst--
+		rec.mu.Unlock()
+		http.Error(w, `{"errcode":"M_UNKNOWN","error":"failing on purpose"}`, http.StatusInternalServerError)
+		return
+	}
 	rec.events = append(rec.events, txn.Events...)
 	rec.mu.Unlock()
 	select {
@@ -218,20 +240,21 @@ func (rec *transactionRecorder) find(match func(*event.Event) bool) bool {
 	return false
 }
 
-func TestAppServiceRegistration(t *testing.T) {
-	forEachHomeserver(t, func(t *testing.T, start func(options) homeserver.Server) {
-		const asToken, hsToken = "as-token-for-test", "hs-token-for-test"
-		rec := &transactionRecorder{hsToken: hsToken, got: make(chan struct{}, 1)}
-		listener := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.HasPrefix(r.URL.Path, "/_matrix/app/v1/transactions/") && r.Method == http.MethodPut {
-				rec.ServeHTTP(w, r)
-				return
-			}
-			http.Error(w, `{"errcode":"M_UNRECOGNIZED"}`, http.StatusNotFound)
-		}))
-		t.Cleanup(listener.Close)
+// startWithAppService starts a homeserver with an appservice registered whose endpoint is rec, and returns the
+// homeserver and a client of the appservice's bot user (caseroom_bot).
+func startWithAppService(t *testing.T, start func(options) homeserver.Server, rec *transactionRecorder) (homeserver.Server, *mautrix.Client) {
+	t.Helper()
+	const asToken = "as-token-for-test"
+	listener := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/_matrix/app/v1/transactions/") && r.Method == http.MethodPut {
+			rec.ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, `{"errcode":"M_UNRECOGNIZED"}`, http.StatusNotFound)
+	}))
+	t.Cleanup(listener.Close)
 
-		registration := "id: caseroom\nurl: " + listener.URL + "\nas_token: " + asToken + "\nhs_token: " + hsToken + `
+	registration := "id: caseroom\nurl: " + listener.URL + "\nas_token: " + asToken + "\nhs_token: " + rec.hsToken + `
 sender_localpart: caseroom_bot
 rate_limited: false
 namespaces:
@@ -241,38 +264,116 @@ namespaces:
   aliases: []
   rooms: []
 `
-		regPath := filepath.Join(t.TempDir(), "registration.yaml")
-		if err := os.WriteFile(regPath, []byte(registration), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	regPath := filepath.Join(t.TempDir(), "registration.yaml")
+	if err := os.WriteFile(regPath, []byte(registration), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := start(options{registrations: []string{regPath}})
+	bot, err := mautrix.NewClient(srv.HomeserverURL(), srv.UserID("caseroom_bot"), asToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, bot
+}
 
-		srv := start(options{registrations: []string{regPath}})
+// waitPushed waits until the appservice was pushed an event that matches.
+func (rec *transactionRecorder) waitPushed(ctx context.Context, t *testing.T, what string, match func(*event.Event) bool) {
+	t.Helper()
+	for !rec.find(match) {
+		select {
+		case <-rec.got:
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatalf("the appservice was not sent %s: %v", what, ctx.Err())
+		}
+	}
+}
+
+func TestAppServiceRegistration(t *testing.T) {
+	forEachHomeserver(t, func(t *testing.T, start func(options) homeserver.Server) {
+		rec := &transactionRecorder{hsToken: "hs-token-for-test", got: make(chan struct{}, 1)}
+		srv, bot := startWithAppService(t, start, rec)
 		ctx := testContext(t, 30*time.Second)
 
 		// The homeserver knows the sender's account, with the as_token as its access token.
-		bot, err := mautrix.NewClient(srv.HomeserverURL(), srv.UserID("caseroom_bot"), asToken)
-		if err != nil {
-			t.Fatal(err)
-		}
 		if resp, err := bot.Whoami(ctx); err != nil || resp.UserID != srv.UserID("caseroom_bot") {
 			t.Fatalf("whoami with the as_token = %+v, %v", resp, err)
 		}
-
 		alice := mustRegister(ctx, t, srv, "alice", false)
 		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{bot.UserID}})
 		if err != nil {
 			t.Fatalf("CreateRoom: %v", err)
 		}
-		invited := func(evt *event.Event) bool {
+		rec.waitPushed(ctx, t, "the invite of "+bot.UserID.String(), func(evt *event.Event) bool {
 			return evt.RoomID == room.RoomID && evt.Type == event.StateMember &&
 				evt.GetStateKey() == bot.UserID.String() && evt.Content.Raw["membership"] == "invite"
+		})
+	})
+}
+
+// TestAppServiceRetriesAndRedactions pins down what the homeservers do that caseroom depends on (README, homeserver
+// notes): how a transaction the appservice refused is sent again, and whether redactions are pushed.
+func TestAppServiceRetriesAndRedactions(t *testing.T) {
+	// Both send the refused transaction again as it was, under the same ID (Dendrite was also seen re-forming a
+	// batch under a new ID after longer outages, which caseroom's dedupe by event ID covers).
+	sameTxnIDOnRetry := map[string]bool{"dendrite": true, "synapse": true}
+	pushesRedactions := map[string]bool{"dendrite": false, "synapse": true}
+	forEachHomeserver(t, func(t *testing.T, start func(options) homeserver.Server) {
+		impl := t.Name()[strings.LastIndex(t.Name(), "/")+1:]
+		rec := &transactionRecorder{hsToken: "hs-token-for-test", got: make(chan struct{}, 1), failFirst: 1}
+		srv, bot := startWithAppService(t, start, rec)
+		ctx := testContext(t, 90*time.Second)
+		alice := mustRegister(ctx, t, srv, "alice", false)
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{bot.UserID}})
+		if err != nil {
+			t.Fatalf("CreateRoom: %v", err)
 		}
-		for !rec.find(invited) {
-			select {
-			case <-rec.got:
-			case <-ctx.Done():
-				t.Fatalf("the appservice was not sent the invite of %s: %v", bot.UserID, ctx.Err())
+		// The first transaction is refused; while the homeserver waits to send it again, another event happens.
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			rec.mu.Lock()
+			n := len(rec.attempts)
+			rec.mu.Unlock()
+			if n > 0 {
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatal("the homeserver pushed no transaction")
 			}
+		}
+		if _, err = alice.SendStateEvent(ctx, room.RoomID, event.StateTopic, "", &event.TopicEventContent{Topic: "meanwhile"}); err != nil {
+			t.Fatal(err)
+		}
+		rec.waitPushed(ctx, t, "the invite after the refused transaction", func(evt *event.Event) bool {
+			return evt.RoomID == room.RoomID && evt.Type == event.StateMember && evt.GetStateKey() == bot.UserID.String()
+		})
+		rec.mu.Lock()
+		refused, retry := rec.attempts[0], rec.attempts[1]
+		rec.mu.Unlock()
+		if refused.accepted || !retry.accepted {
+			t.Fatalf("attempts: %+v", rec.attempts)
+		}
+		if got := refused.txnID == retry.txnID && slices.Equal(refused.eventIDs, retry.eventIDs); got != sameTxnIDOnRetry[impl] {
+			t.Errorf("%s: the transaction sent again after a refusal has the same ID: %v (refused %s %v, next %s %v)",
+				impl, got, refused.txnID, refused.eventIDs, retry.txnID, retry.eventIDs)
+		}
+
+		if _, err = bot.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatalf("the bot could not join: %v", err)
+		}
+		first, err := alice.SendText(ctx, room.RoomID, "to be deleted")
+		if err != nil {
+			t.Fatal(err)
+		}
+		redaction, err := alice.RedactEvent(ctx, room.RoomID, first.EventID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		marker, err := alice.SendText(ctx, room.RoomID, "after the deletion")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.waitPushed(ctx, t, "the message after the deletion", func(evt *event.Event) bool { return evt.ID == marker.EventID })
+		if got := rec.find(func(evt *event.Event) bool { return evt.ID == redaction.EventID }); got != pushesRedactions[impl] {
+			t.Errorf("%s: the redaction was pushed: %v", impl, got)
 		}
 	})
 }
