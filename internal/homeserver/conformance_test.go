@@ -27,6 +27,7 @@ import (
 type options struct {
 	dir           string
 	registrations []string
+	federation    bool
 }
 
 // implementations start each homeserver the tests run on; an error means it is not available here.
@@ -35,10 +36,11 @@ var implementations = []struct {
 	start func(ctx context.Context, opts options) (homeserver.Server, error)
 }{
 	{"dendrite", func(ctx context.Context, opts options) (homeserver.Server, error) {
-		return dendrite.Start(ctx, dendrite.Options{Dir: opts.dir, AppServiceRegistrations: opts.registrations, PersistentJetStream: true})
+		return dendrite.Start(ctx, dendrite.Options{Dir: opts.dir, AppServiceRegistrations: opts.registrations, PersistentJetStream: true,
+			Federation: opts.federation})
 	}},
 	{"synapse", func(ctx context.Context, opts options) (homeserver.Server, error) {
-		return synapse.Start(ctx, synapse.Options{Dir: opts.dir, AppServiceRegistrations: opts.registrations})
+		return synapse.Start(ctx, synapse.Options{Dir: opts.dir, AppServiceRegistrations: opts.registrations, Federation: opts.federation})
 	}},
 }
 
@@ -242,7 +244,7 @@ func (rec *transactionRecorder) find(match func(*event.Event) bool) bool {
 
 // startWithAppService starts a homeserver with an appservice registered whose endpoint is rec, and returns the
 // homeserver and a client of the appservice's bot user (caseroom_bot).
-func startWithAppService(t *testing.T, start func(options) homeserver.Server, rec *transactionRecorder) (homeserver.Server, *mautrix.Client) {
+func startWithAppService(t *testing.T, start func(options) homeserver.Server, rec *transactionRecorder, opts options) (homeserver.Server, *mautrix.Client) {
 	t.Helper()
 	const asToken = "as-token-for-test"
 	listener := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -268,7 +270,8 @@ namespaces:
 	if err := os.WriteFile(regPath, []byte(registration), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := start(options{registrations: []string{regPath}})
+	opts.registrations = []string{regPath}
+	srv := start(opts)
 	bot, err := mautrix.NewClient(srv.HomeserverURL(), srv.UserID("caseroom_bot"), asToken)
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +295,7 @@ func (rec *transactionRecorder) waitPushed(ctx context.Context, t *testing.T, wh
 func TestAppServiceRegistration(t *testing.T) {
 	forEachHomeserver(t, func(t *testing.T, start func(options) homeserver.Server) {
 		rec := &transactionRecorder{hsToken: "hs-token-for-test", got: make(chan struct{}, 1)}
-		srv, bot := startWithAppService(t, start, rec)
+		srv, bot := startWithAppService(t, start, rec, options{})
 		ctx := testContext(t, 30*time.Second)
 
 		// The homeserver knows the sender's account, with the as_token as its access token.
@@ -321,7 +324,7 @@ func TestAppServiceRetriesAndRedactions(t *testing.T) {
 	forEachHomeserver(t, func(t *testing.T, start func(options) homeserver.Server) {
 		impl := t.Name()[strings.LastIndex(t.Name(), "/")+1:]
 		rec := &transactionRecorder{hsToken: "hs-token-for-test", got: make(chan struct{}, 1), failFirst: 1}
-		srv, bot := startWithAppService(t, start, rec)
+		srv, bot := startWithAppService(t, start, rec, options{})
 		ctx := testContext(t, 90*time.Second)
 		alice := mustRegister(ctx, t, srv, "alice", false)
 		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{bot.UserID}})
@@ -405,7 +408,8 @@ func TestDendriteFederation(t *testing.T) {
 	}
 }
 
-// TestSynapseDendriteFederation: a Synapse and a Dendrite federate over loopback TLS, both ways.
+// TestSynapseDendriteFederation: a Synapse and a Dendrite federate over loopback TLS, both ways, and Synapse pushes
+// an invite that arrives over federation to its appservice (Dendrite does not: see the integration tests).
 func TestSynapseDendriteFederation(t *testing.T) {
 	ctx := testContext(t, 10*time.Minute)
 	den, err := dendrite.Start(ctx, dendrite.Options{Dir: t.TempDir(), Federation: true})
@@ -413,18 +417,38 @@ func TestSynapseDendriteFederation(t *testing.T) {
 		testdb.Unavailable(t, err)
 	}
 	t.Cleanup(den.Stop)
-	syn, err := synapse.Start(ctx, synapse.Options{Dir: t.TempDir(), Federation: true})
-	if err != nil {
-		testdb.Unavailable(t, err)
+	rec := &transactionRecorder{hsToken: "hs-token-for-test", got: make(chan struct{}, 1)}
+	var syn homeserver.Server
+	var asBot *mautrix.Client
+	for _, impl := range implementations {
+		if impl.name == "synapse" {
+			syn, asBot = startWithAppService(t, func(opts options) homeserver.Server {
+				srv, err := impl.start(ctx, opts)
+				if err != nil {
+					testdb.Unavailable(t, err)
+				}
+				t.Cleanup(srv.Stop)
+				return srv
+			}, rec, options{dir: t.TempDir(), federation: true})
+		}
 	}
-	t.Cleanup(syn.Stop)
-	if !strings.HasPrefix(syn.ServerName, "localhost:") || syn.FederationURL == "" || strings.HasSuffix(syn.URL, syn.ServerName[len("localhost"):]) {
-		t.Fatalf("synapse server name %q, client URL %s, federation URL %s", syn.ServerName, syn.URL, syn.FederationURL)
+	if s := syn.(*synapse.Server); !strings.HasPrefix(s.ServerName, "localhost:") || s.FederationURL == "" ||
+		!strings.HasSuffix(s.FederationURL, s.ServerName[len("localhost"):]) {
+		t.Fatalf("synapse server name %q, federation URL %s", s.ServerName, s.FederationURL)
 	}
 	alice := mustRegister(ctx, t, syn, "alice", false)
 	bob := mustRegister(ctx, t, den, "bob", false)
 	sendAndReceive(ctx, t, alice, bob) // a Synapse room, joined over federation from Dendrite
 	sendAndReceive(ctx, t, bob, alice) // and a Dendrite room joined from Synapse
+
+	room, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{asBot.UserID}, RoomVersion: "10"})
+	if err != nil {
+		t.Fatalf("CreateRoom inviting the appservice's bot over federation: %v", err)
+	}
+	rec.waitPushed(ctx, t, "the invite that came over federation", func(evt *event.Event) bool {
+		return evt.RoomID == room.RoomID && evt.Type == event.StateMember && evt.GetStateKey() == asBot.UserID.String() &&
+			evt.Content.Raw["membership"] == "invite"
+	})
 	if t.Failed() {
 		t.Logf("synapse log:\n%s\ndendrite log:\n%s", syn.LogTail(60), den.LogTail(40))
 	}
