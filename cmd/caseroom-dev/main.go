@@ -30,6 +30,7 @@ import (
 	"github.com/caseroom/caseroom/config"
 	"github.com/caseroom/caseroom/internal/childproc"
 	"github.com/caseroom/caseroom/internal/dendrite"
+	"github.com/caseroom/caseroom/internal/homeserver"
 	"github.com/caseroom/caseroom/internal/synapse"
 )
 
@@ -41,6 +42,7 @@ const (
 	registrationFile = "registration.yaml"
 	lockFile         = ".lock"
 	dendriteDir      = "dendrite"
+	synapseDir       = "synapse"
 	caseroomDataDir  = "caseroom-data"
 	binDir           = "bin"
 )
@@ -68,10 +70,11 @@ func main() {
 	flags := flag.NewFlagSet("caseroom-dev", flag.ContinueOnError)
 	dir := flags.String("dir", "", "working directory for the development setup (default: dev under the project root)")
 	port := flags.Int("port", 8008, "homeserver client port on the first run; 0 picks a free one (later runs reuse the stored port)")
+	hsName := flags.String("homeserver", "", "homeserver to run: dendrite or synapse (default: synapse when Python 3.10+ is installed, else dendrite; a directory keeps the one it was set up with)")
 	installTools := flags.Bool("install-tools", false, "only install the pinned homeservers (Dendrite binaries, Synapse virtualenv), then exit")
 	flags.Usage = func() {
-		fmt.Fprintln(os.Stderr, "Usage: caseroom-dev [-dir dev] [-port 8008] [-install-tools]")
-		fmt.Fprintln(os.Stderr, "Starts Dendrite, caseroom and demo accounts for local development; Ctrl-C stops them.")
+		fmt.Fprintln(os.Stderr, "Usage: caseroom-dev [-dir dev] [-port 8008] [-homeserver dendrite|synapse] [-install-tools]")
+		fmt.Fprintln(os.Stderr, "Starts a homeserver, caseroom and demo accounts for local development; Ctrl-C stops them.")
 		flags.PrintDefaults()
 	}
 	if err := flags.Parse(os.Args[1:]); err != nil {
@@ -82,6 +85,10 @@ func main() {
 	}
 	if flags.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "caseroom-dev: unexpected argument %q\n", flags.Arg(0))
+		os.Exit(2)
+	}
+	if *hsName != "" && *hsName != hsDendrite && *hsName != hsSynapse {
+		fmt.Fprintf(os.Stderr, "caseroom-dev: -homeserver must be dendrite or synapse, got %q\n", *hsName)
 		os.Exit(2)
 	}
 	portSet := false
@@ -101,7 +108,7 @@ func main() {
 			fmt.Fprintf(os.Stderr, "caseroom-dev: %v\n", err)
 			os.Exit(1)
 		}
-		if err := installSynapse(ctx, os.Stdout); err != nil {
+		if err := installSynapse(ctx, os.Stdout, true); err != nil {
 			fmt.Fprintf(os.Stderr, "caseroom-dev: %v\n", err)
 			os.Exit(1)
 		}
@@ -117,6 +124,7 @@ func main() {
 		Dir:          *dir,
 		Port:         *port,
 		PortExplicit: portSet,
+		Homeserver:   *hsName,
 		ProjectRoot:  root,
 		Stdout:       os.Stdout,
 		Stderr:       os.Stderr,
@@ -144,8 +152,9 @@ func installDendrite(ctx context.Context, out io.Writer) error {
 	return nil
 }
 
-// installSynapse makes sure the pinned Synapse is in a virtualenv in the project's tools directory.
-func installSynapse(ctx context.Context, out io.Writer) error {
+// installSynapse makes sure the pinned Synapse is in a virtualenv in the project's tools directory, saying so when
+// that takes more than a moment (and always with announce).
+func installSynapse(ctx context.Context, out io.Writer, announce bool) error {
 	toolsDir, err := dendrite.DefaultToolsDir()
 	if err != nil {
 		return fmt.Errorf("failed to find the tools directory: %w", err)
@@ -159,7 +168,9 @@ func installSynapse(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("failed to install Synapse: %w", err)
 	}
-	fmt.Fprintf(out, "Synapse %s is installed in %s\n", synapse.Version, relPath(synapse.VenvDir(toolsDir)))
+	if announce {
+		fmt.Fprintf(out, "Synapse %s is installed in %s\n", synapse.Version, relPath(synapse.VenvDir(toolsDir)))
+	}
 	return nil
 }
 
@@ -189,6 +200,9 @@ type options struct {
 	Port int
 	// PortExplicit makes a Port that differs from the stored one an error instead of being ignored.
 	PortExplicit bool
+	// Homeserver is the homeserver to run, hsDendrite or hsSynapse; "" keeps the one the directory was set up with,
+	// or on a first run picks Synapse when Python 3.10+ is there and Dendrite otherwise.
+	Homeserver string
 	// ProjectRoot is the directory of caseroom's go.mod, where caseroom is built.
 	ProjectRoot string
 	// Stdout receives the messages of caseroom-dev and caseroom's output; Stderr receives caseroom's log.
@@ -199,8 +213,8 @@ type options struct {
 
 // setup describes a running development setup.
 type setup struct {
-	// Homeserver is the running Dendrite.
-	Homeserver *dendrite.Server
+	// Homeserver is the running homeserver.
+	Homeserver homeserver.Server
 	// HomeserverURL is the URL to give Matrix clients.
 	HomeserverURL string
 	// Bot is the caseroom bot's user ID.
@@ -213,7 +227,16 @@ type setup struct {
 type ports struct {
 	Homeserver int `json:"homeserver"`
 	Appservice int `json:"appservice"`
+	// Software is the homeserver the directory was set up with (hsDendrite or hsSynapse; empty means Dendrite,
+	// from before Synapse could be chosen): its accounts and rooms live in that server's data.
+	Software string `json:"software,omitempty"`
 }
+
+// The homeservers caseroom-dev can run.
+const (
+	hsDendrite = "dendrite"
+	hsSynapse  = "synapse"
+)
 
 // account is a demo account as kept in accounts.json.
 type account struct {
@@ -246,11 +269,7 @@ func run(ctx context.Context, opts options) (err error) {
 	}
 	defer unlock()
 
-	p, err := loadOrPickPorts(opts, say)
-	if err != nil {
-		return err
-	}
-	bins, err := ensureDendrite(ctx, opts.Stdout)
+	p, err := loadOrPickPorts(ctx, opts, say)
 	if err != nil {
 		return err
 	}
@@ -268,20 +287,12 @@ func run(ctx context.Context, opts options) (err error) {
 		return err
 	}
 
-	say("Starting Dendrite %s on %s (log: %s)", dendrite.Version, serverName, relPath(filepath.Join(opts.Dir, dendriteDir, "dendrite.log")))
-	srv, err := dendrite.Start(ctx, dendrite.Options{
-		Dir:                     filepath.Join(opts.Dir, dendriteDir),
-		ServerName:              serverName,
-		HTTPAddr:                net.JoinHostPort("127.0.0.1", strconv.Itoa(p.Homeserver)),
-		AppServiceRegistrations: []string{filepath.Join(opts.Dir, registrationFile)},
-		PersistentJetStream:     true,
-		Binaries:                bins,
-	})
+	srv, err := startHomeserver(ctx, opts, p, serverName, say)
 	if err != nil {
-		return fmt.Errorf("failed to start Dendrite: %w", err)
+		return err
 	}
 	defer func() {
-		say("Stopping Dendrite...")
+		say("Stopping %s...", p.Software)
 		srv.Stop()
 	}()
 	if err = ensureAccounts(ctx, srv, accounts, say); err != nil {
@@ -313,17 +324,67 @@ func run(ctx context.Context, opts options) (err error) {
 		opts.Ready(s)
 	}
 
-	dendriteDown := watchHealth(ctx, srv.URL+"/_matrix/client/versions")
+	homeserverDown := watchHealth(ctx, srv.HomeserverURL()+"/_matrix/client/versions")
 	select {
 	case <-ctx.Done():
 		say("Stopping caseroom...")
 		return nil
 	case <-cr.done:
 		return fmt.Errorf("caseroom exited unexpectedly (%v); see its log above", cr.exitError())
-	case err = <-dendriteDown:
-		return fmt.Errorf("the Dendrite homeserver died or hangs (%w); see %s. Its last lines:\n%s",
-			err, relPath(filepath.Join(srv.Dir, "dendrite.log")), srv.LogTail(10))
+	case err = <-homeserverDown:
+		return fmt.Errorf("the %s homeserver died or hangs (%w); see %s. Its last lines:\n%s",
+			p.Software, err, relPath(srv.LogFile()), srv.LogTail(10))
 	}
+}
+
+// startHomeserver installs (if needed) and starts the homeserver p.Software names, with caseroom registered.
+func startHomeserver(ctx context.Context, opts options, p ports, serverName string, say func(string, ...any)) (homeserver.Server, error) {
+	registration := filepath.Join(opts.Dir, registrationFile)
+	httpAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p.Homeserver))
+	if p.Software == hsSynapse {
+		if err := installSynapse(ctx, opts.Stdout, false); err != nil {
+			return nil, err
+		}
+		dir := filepath.Join(opts.Dir, synapseDir)
+		say("Starting Synapse %s on %s (log: %s)", synapse.Version, serverName, relPath(filepath.Join(dir, "synapse.log")))
+		srv, err := synapse.Start(ctx, synapse.Options{Dir: dir, ServerName: serverName, HTTPAddr: httpAddr,
+			AppServiceRegistrations: []string{registration}})
+		if err != nil {
+			return nil, fmt.Errorf("failed to start Synapse: %w", err)
+		}
+		return srv, nil
+	}
+	bins, err := ensureDendrite(ctx, opts.Stdout)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(opts.Dir, dendriteDir)
+	say("Starting Dendrite %s on %s (log: %s)", dendrite.Version, serverName, relPath(filepath.Join(dir, "dendrite.log")))
+	srv, err := dendrite.Start(ctx, dendrite.Options{
+		Dir:                     dir,
+		ServerName:              serverName,
+		HTTPAddr:                httpAddr,
+		AppServiceRegistrations: []string{registration},
+		PersistentJetStream:     true,
+		Binaries:                bins,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to start Dendrite: %w", err)
+	}
+	return srv, nil
+}
+
+// chooseSoftware is the homeserver of a first run: the one asked for, else Synapse when Python 3.10+ is there (what
+// hospitals run, and what the newest Element apps need), else Dendrite.
+func chooseSoftware(ctx context.Context, asked string, say func(string, ...any)) string {
+	if asked != "" {
+		return asked
+	}
+	if _, err := synapse.SystemPython(ctx); err != nil {
+		say("Using Dendrite: %v (install Python 3.10+ with venv to get Synapse, or pass -homeserver dendrite).", err)
+		return hsDendrite
+	}
+	return hsSynapse
 }
 
 // lockDir takes an exclusive lock on the working directory so that two runs cannot share it.
@@ -344,7 +405,7 @@ func lockDir(dir string) (unlock func(), err error) {
 }
 
 // loadOrPickPorts returns the ports stored in ports.json, or on the first run picks them and stores them.
-func loadOrPickPorts(opts options, say func(string, ...any)) (ports, error) {
+func loadOrPickPorts(ctx context.Context, opts options, say func(string, ...any)) (ports, error) {
 	path := filepath.Join(opts.Dir, portsFile)
 	var p ports
 	raw, err := os.ReadFile(path)
@@ -358,6 +419,14 @@ func loadOrPickPorts(opts options, say func(string, ...any)) (ports, error) {
 				"(localhost:%d) depends on; drop -port, or delete %s to start over", opts.Port, p.Homeserver,
 				relPath(path), p.Homeserver, relPath(opts.Dir))
 		}
+		if p.Software == "" {
+			p.Software = hsDendrite
+		}
+		if opts.Homeserver != "" && opts.Homeserver != p.Software {
+			return ports{}, fmt.Errorf("%s was set up with %s, whose data holds its accounts and rooms; drop -homeserver "+
+				"(or pass -homeserver %s), use another -dir, or delete %s to start over with %s", relPath(opts.Dir),
+				p.Software, p.Software, relPath(opts.Dir), opts.Homeserver)
+		}
 		for _, port := range []int{p.Homeserver, p.Appservice} {
 			if !portFree(port) {
 				return ports{}, fmt.Errorf("port %d (kept in %s so that Matrix clients keep working) is in use: "+
@@ -369,6 +438,7 @@ func loadOrPickPorts(opts options, say func(string, ...any)) (ports, error) {
 		return ports{}, fmt.Errorf("failed to read %s: %w", relPath(path), err)
 	}
 
+	p.Software = chooseSoftware(ctx, opts.Homeserver, say)
 	p.Homeserver = opts.Port
 	if p.Homeserver != 0 && !portFree(p.Homeserver) {
 		say("Port %d is busy; the homeserver gets a free port instead.", p.Homeserver)
@@ -584,7 +654,7 @@ func loadOrCreateAccounts(dir, serverName string) ([]account, error) {
 
 // ensureAccounts registers the demo accounts that do not exist yet and checks that existing ones still have the
 // stored password (resetting it through the admin account if not).
-func ensureAccounts(ctx context.Context, srv *dendrite.Server, accounts []account, say func(string, ...any)) error {
+func ensureAccounts(ctx context.Context, srv homeserver.Server, accounts []account, say func(string, ...any)) error {
 	var admin account
 	for _, a := range accounts {
 		if a.admin {
@@ -605,9 +675,10 @@ func ensureAccounts(ctx context.Context, srv *dendrite.Server, accounts []accoun
 			_, _ = cli.Logout(ctx)
 			continue
 		}
-		if !errors.Is(err, mautrix.MForbidden) || a.admin || admin.Localpart == "" {
-			return fmt.Errorf("demo account %s exists but its password in %s does not work (%w); delete the %s "+
-				"directory to start over", a.UserID, accountsFile, err, dendriteDir)
+		_, isDendrite := srv.(*dendrite.Server) // only Dendrite's admin API is used to reset a password
+		if !errors.Is(err, mautrix.MForbidden) || a.admin || admin.Localpart == "" || !isDendrite {
+			return fmt.Errorf("demo account %s exists but its password in %s does not work (%w); delete the "+
+				"working directory to start over", a.UserID, accountsFile, err)
 		}
 		adminCli, err := srv.Login(ctx, admin.Localpart, admin.Password)
 		if err != nil {
@@ -739,7 +810,8 @@ func watchHealth(ctx context.Context, url string) <-chan error {
 func printWelcome(out io.Writer, s *setup, dir string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\ncaseroom development setup is running. Ctrl-C stops it.\n\n")
-	fmt.Fprintf(&b, "  Homeserver: %s (server name %s, open registration)\n", s.HomeserverURL, s.Homeserver.ServerName)
+	fmt.Fprintf(&b, "  Homeserver: %s (%s, server name %s, open registration)\n", s.HomeserverURL,
+		s.Homeserver.Implementation(), s.Homeserver.Domain())
 	fmt.Fprintf(&b, "  Bot:        %s\n", s.Bot)
 	fmt.Fprintf(&b, "  Accounts (kept in %s):\n", relPath(filepath.Join(dir, accountsFile)))
 	width := 0
@@ -754,7 +826,7 @@ func printWelcome(out io.Writer, s *setup, dir string) {
 	fmt.Fprintf(&b, "  2. Sign in with a username and password from the list above.\n")
 	fmt.Fprintf(&b, "  3. Start a chat with %s and type !ping\n", s.Bot)
 	fmt.Fprintf(&b, "     (commands also work as /ping, but Element asks before sending unknown /commands; ! avoids that).\n\n")
-	fmt.Fprintf(&b, "caseroom logs here; Dendrite logs to %s.\n\n", relPath(filepath.Join(s.Homeserver.Dir, "dendrite.log")))
+	fmt.Fprintf(&b, "caseroom logs here; the homeserver logs to %s.\n\n", relPath(s.Homeserver.LogFile()))
 	_, _ = io.WriteString(out, b.String())
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caseroom/caseroom/internal/dendrite"
+	"github.com/caseroom/caseroom/internal/synapse"
 	"github.com/caseroom/caseroom/internal/testdb"
 )
 
@@ -36,7 +37,7 @@ func (b *lockedBuffer) String() string {
 
 // startDev runs the development setup in dir until the test ends (or the returned stop is called) and returns it
 // once it is ready.
-func startDev(t *testing.T, dir string) (s *setup, stop func()) {
+func startDev(t *testing.T, dir, software string) (s *setup, stop func()) {
 	t.Helper()
 	root, err := findProjectRoot()
 	if err != nil {
@@ -50,6 +51,7 @@ func startDev(t *testing.T, dir string) (s *setup, stop func()) {
 		done <- run(ctx, options{
 			Dir:         dir,
 			Port:        0, // a free port: 8008 may be taken by a developer's own `make run`
+			Homeserver:  software,
 			ProjectRoot: root,
 			Stdout:      out,
 			Stderr:      out,
@@ -76,8 +78,8 @@ func startDev(t *testing.T, dir string) (s *setup, stop func()) {
 	case s = <-ready:
 	case err := <-done:
 		t.Fatalf("run returned before ready: %v; output:\n%s", err, out.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("not ready within 30 s; output:\n%s", out.String())
+	case <-time.After(90 * time.Second):
+		t.Fatalf("not ready within 90 s; output:\n%s", out.String())
 	}
 	if !strings.Contains(out.String(), "type !ping") {
 		t.Errorf("the welcome message with Element instructions was not printed; output:\n%s", out.String())
@@ -109,22 +111,35 @@ func loginAs(t *testing.T, s *setup, localpart string) (password string) {
 }
 
 func TestRunTwiceReusesEverything(t *testing.T) {
-	// The binaries are shared with the other packages' tests; installing them is the one thing allowed to be slow.
+	for _, software := range []string{hsDendrite, hsSynapse} {
+		t.Run(software, func(t *testing.T) { testRunTwice(t, software) })
+	}
+}
+
+// testRunTwice runs the setup on a homeserver twice in one directory: the second run reuses the ports, accounts,
+// config and registration of the first, and refuses to switch to the other homeserver.
+func testRunTwice(t *testing.T, software string) {
+	// The homeserver is shared with the other packages' tests; installing it is the one thing allowed to be slow.
 	installCtx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	toolsDir, err := dendrite.DefaultToolsDir()
-	if err == nil {
+	if err == nil && software == hsDendrite {
 		_, err = dendrite.EnsureBinaries(installCtx, toolsDir)
+	} else if err == nil {
+		_, err = synapse.EnsureInstalled(installCtx, toolsDir)
 	}
 	if err != nil {
 		testdb.Unavailable(t, err)
 	}
 	dir := t.TempDir()
 
-	first, stop := startDev(t, dir)
-	if !strings.HasPrefix(first.Homeserver.ServerName, "localhost:") ||
-		first.HomeserverURL != "http://"+first.Homeserver.ServerName {
-		t.Fatalf("server name %q and client URL %q do not match", first.Homeserver.ServerName, first.HomeserverURL)
+	first, stop := startDev(t, dir, software)
+	if first.Homeserver.Implementation() != software {
+		t.Fatalf("ran %s, asked for %s", first.Homeserver.Implementation(), software)
+	}
+	if !strings.HasPrefix(first.Homeserver.Domain(), "localhost:") ||
+		first.HomeserverURL != "http://"+first.Homeserver.Domain() {
+		t.Fatalf("server name %q and client URL %q do not match", first.Homeserver.Domain(), first.HomeserverURL)
 	}
 	if first.Bot != first.Homeserver.UserID("caseroom") {
 		t.Fatalf("bot = %s", first.Bot)
@@ -150,10 +165,10 @@ func TestRunTwiceReusesEverything(t *testing.T) {
 	}
 	stop()
 
-	second, _ := startDev(t, dir)
-	if second.HomeserverURL != first.HomeserverURL || second.Homeserver.ServerName != first.Homeserver.ServerName {
-		t.Fatalf("second run serves %s (%s), first served %s (%s)", second.HomeserverURL, second.Homeserver.ServerName,
-			first.HomeserverURL, first.Homeserver.ServerName)
+	second, stop := startDev(t, dir, "")
+	if second.HomeserverURL != first.HomeserverURL || second.Homeserver.Domain() != first.Homeserver.Domain() {
+		t.Fatalf("second run serves %s (%s), first served %s (%s)", second.HomeserverURL, second.Homeserver.Domain(),
+			first.HomeserverURL, first.Homeserver.Domain())
 	}
 	if got := loginAs(t, second, "dr.demo"); got != password {
 		t.Fatalf("dr.demo's password changed between runs")
@@ -164,6 +179,21 @@ func TestRunTwiceReusesEverything(t *testing.T) {
 		if err != nil || !bytes.Equal(before, after) {
 			t.Errorf("%s changed on the second run (%v)", name, err)
 		}
+	}
+	stop()
+
+	// The directory's data belongs to its homeserver: asking for the other one is refused, naming both.
+	other := hsSynapse
+	if software == hsSynapse {
+		other = hsDendrite
+	}
+	root, err := findProjectRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = run(context.Background(), options{Dir: dir, Homeserver: other, ProjectRoot: root})
+	if err == nil || !strings.Contains(err.Error(), "was set up with "+software) || !strings.Contains(err.Error(), other) {
+		t.Fatalf("a run with -homeserver %s in a %s directory: %v", other, software, err)
 	}
 }
 

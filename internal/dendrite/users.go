@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"path/filepath"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
@@ -55,3 +56,11 @@ func (s *Server) HomeserverURL() string { return s.URL }
 
 // Domain is s.ServerName.
 func (s *Server) Domain() string { return s.ServerName }
+
+// LogFile is Dir/dendrite.log, unless Options.Stdout took the log.
+func (s *Server) LogFile() string {
+	if s.stdout != nil {
+		return ""
+	}
+	return filepath.Join(s.Dir, logFile)
+}

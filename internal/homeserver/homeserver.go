@@ -139,6 +139,8 @@ type Server interface {
 	Kill()
 	// LogTail returns up to n last lines of the server's log, for diagnostics.
 	LogTail(n int) string
+	// LogFile is the file the server logs to ("" when its log goes to a writer the caller gave).
+	LogFile() string
 }
 
 // WriteSelfSignedCert writes a self-signed TLS certificate for localhost and 127.0.0.1 (PEM, valid for a year) and

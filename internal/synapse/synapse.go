@@ -422,3 +422,11 @@ func (s *Server) HomeserverURL() string { return s.URL }
 
 // Domain is s.ServerName.
 func (s *Server) Domain() string { return s.ServerName }
+
+// LogFile is Dir/synapse.log, unless Options.Stdout took the log.
+func (s *Server) LogFile() string {
+	if s.stdout != nil {
+		return ""
+	}
+	return filepath.Join(s.Dir, logFile)
+}
