@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix"
+
 	"github.com/caseroom/caseroom/internal/dendrite"
 	"github.com/caseroom/caseroom/internal/synapse"
 	"github.com/caseroom/caseroom/internal/testdb"
@@ -136,6 +138,16 @@ func testRunTwice(t *testing.T, software string) {
 	first, stop := startDev(t, dir, software)
 	if first.Homeserver.Implementation() != software {
 		t.Fatalf("ran %s, asked for %s", first.Homeserver.Implementation(), software)
+	}
+	if software == hsSynapse { // Element X needs sliding sync
+		cli, err := mautrix.NewClient(first.HomeserverURL, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		versions, err := cli.Versions(context.Background())
+		if err != nil || !versions.UnstableFeatures["org.matrix.simplified_msc3575"] {
+			t.Fatalf("the Synapse setup does not serve sliding sync: %v %+v", err, versions)
+		}
 	}
 	if !strings.HasPrefix(first.Homeserver.Domain(), "localhost:") ||
 		first.HomeserverURL != "http://"+first.Homeserver.Domain() {
