@@ -45,27 +45,39 @@ func secretField(c *Config, key [2]string) *string {
 // possible only the secret values themselves are replaced in the original
 // text, so the rest of the file stays byte-for-byte the same. It is written
 // atomically (temporary file + rename) with mode 0600; if nothing needed
-// replacing the file is left untouched. The file is then loaded and
-// validated with Load; a validation error (e.g. placeholders still in
-// homeserver.domain or admins) is returned after the secrets were written.
+// replacing the file is left untouched. The result is validated before
+// anything is written: a config with other problems (e.g. placeholders still
+// in homeserver.domain or admins) gets an error and the file stays as it was.
 func GenerateSecrets(path string, force bool) (*Config, error) {
+	cfg, write, err := PrepareSecrets(path, force)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, write()
+}
+
+// PrepareSecrets is GenerateSecrets without the write: it returns the
+// validated config with its new secrets and a function that writes them into
+// the file, so that a caller can write other files that depend on them (the
+// registration) first. Nothing is written until write is called.
+func PrepareSecrets(path string, force bool) (cfg *Config, write func() error, err error) {
 	if resolved, err := filepath.EvalSymlinks(path); err == nil {
 		path = resolved
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, nil, fmt.Errorf("config: %w", err)
 	}
 	orig, err := decode(data)
 	if err != nil {
-		return nil, fmt.Errorf("config: parsing %s: %w", path, err)
+		return nil, nil, fmt.Errorf("config: parsing %s: %w", path, err)
 	}
 	var doc yaml.Node
 	if err = yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("config: parsing %s: %w", path, err)
+		return nil, nil, fmt.Errorf("config: parsing %s: %w", path, err)
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("config: parsing %s: top level must be a mapping", path)
+		return nil, nil, fmt.Errorf("config: parsing %s: top level must be a mapping", path)
 	}
 	root := doc.Content[0]
 
@@ -80,22 +92,24 @@ func GenerateSecrets(path string, force bool) (*Config, error) {
 		*secretField(&want, key) = secret
 		edits = append(edits, secretEdit{key: key, value: secret, node: lookup(root, key[0], key[1])})
 	}
-	if len(edits) > 0 {
-		out, ok := splice(data, edits)
-		if !ok || !decodesTo(out, &want) {
-			out, err = rewrite(&doc, edits)
-			if err != nil {
-				return nil, fmt.Errorf("config: rewriting %s: %w", path, err)
-			}
-			if !decodesTo(out, &want) {
-				return nil, fmt.Errorf("config: rewriting %s: result does not round-trip, file left unchanged", path)
-			}
+	if len(edits) == 0 {
+		cfg, err = Load(path)
+		return cfg, func() error { return nil }, err
+	}
+	out, ok := splice(data, edits)
+	if !ok || !decodesTo(out, &want) {
+		out, err = rewrite(&doc, edits)
+		if err != nil {
+			return nil, nil, fmt.Errorf("config: rewriting %s: %w", path, err)
 		}
-		if err = writeFileAtomic(path, out, 0o600); err != nil {
-			return nil, err
+		if !decodesTo(out, &want) {
+			return nil, nil, fmt.Errorf("config: rewriting %s: result does not round-trip, file left unchanged", path)
 		}
 	}
-	return Load(path)
+	if cfg, err = Parse(out); err != nil {
+		return nil, nil, err
+	}
+	return cfg, func() error { return writeFileAtomic(path, out, 0o600) }, nil
 }
 
 type secretEdit struct {

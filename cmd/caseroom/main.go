@@ -160,15 +160,28 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// generateRegistration fills the config's placeholder secrets and writes the registration for the homeserver.
+// generateRegistration fills the config's placeholder secrets and writes the registration for the homeserver: both
+// files or neither. A config with other problems is refused before anything is written.
 func generateRegistration(configPath, registrationPath string, stdout, stderr io.Writer) int {
-	cfg, err := config.GenerateSecrets(configPath, false)
+	cfg, writeConfig, err := config.PrepareSecrets(configPath, false)
 	if err != nil {
-		fmt.Fprintf(stderr, "caseroom: %v\n", err)
+		fmt.Fprintf(stderr, "caseroom: %v\nNothing was written.\n", err)
 		return exitConfig
 	}
-	if err = cfg.Registration().Save(registrationPath); err != nil {
-		fmt.Fprintf(stderr, "caseroom: failed to write registration: %v\n", err)
+	// The registration is written next to its place and moved there once the config holds its tokens.
+	tmp := registrationPath + ".tmp"
+	if err = cfg.Registration().Save(tmp); err != nil {
+		_ = os.Remove(tmp)
+		fmt.Fprintf(stderr, "caseroom: failed to write registration: %v\nNothing was written.\n", err)
+		return exitConfig
+	}
+	if err = writeConfig(); err != nil {
+		_ = os.Remove(tmp)
+		fmt.Fprintf(stderr, "caseroom: %v\nNothing was written.\n", err)
+		return exitConfig
+	}
+	if err = os.Rename(tmp, registrationPath); err != nil {
+		fmt.Fprintf(stderr, "caseroom: failed to move the registration into place: %v (it is in %s)\n", err, tmp)
 		return exitConfig
 	}
 	fmt.Fprintf(stdout, "Wrote %s and stored its tokens in %s. Register it with your homeserver "+
