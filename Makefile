@@ -11,8 +11,8 @@ FUZZMINIMIZETIME ?= 2s
 help: ## Show this list of targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-6s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
-run: ## Start a homeserver + caseroom + demo accounts in ./dev (HOMESERVER=synapse|dendrite; Ctrl-C stops)
-	go run ./cmd/caseroom-dev $(if $(HOMESERVER),-homeserver $(HOMESERVER))
+run: ## Start a homeserver, the FHIR test server, caseroom and demo accounts in ./dev (HOMESERVER=synapse|dendrite, EHR=none; Ctrl-C stops)
+	go run ./cmd/caseroom-dev $(if $(HOMESERVER),-homeserver $(HOMESERVER)) $(if $(EHR),-ehr $(EHR))
 
 test: ## Vet, fuzz briefly, then run all tests (with a real Dendrite and PostgreSQL; CI=1 turns skips into failures)
 	go vet ./...

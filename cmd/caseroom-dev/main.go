@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,6 +71,7 @@ func main() {
 	flags := flag.NewFlagSet("caseroom-dev", flag.ContinueOnError)
 	dir := flags.String("dir", "", "working directory for the development setup (default: dev under the project root)")
 	port := flags.Int("port", 8008, "homeserver client port on the first run; 0 picks a free one (later runs reuse the stored port)")
+	ehrMode := flags.String("ehr", "test", "EHR to run: test (the project's FHIR test server, in memory, with demo records) or none")
 	hsName := flags.String("homeserver", "", "homeserver to run: dendrite or synapse (default: synapse when Python 3.10+ is installed, else dendrite; a directory keeps the one it was set up with)")
 	installTools := flags.Bool("install-tools", false, "only install the pinned homeservers (Dendrite binaries, Synapse virtualenv), then exit")
 	flags.Usage = func() {
@@ -85,6 +87,10 @@ func main() {
 	}
 	if flags.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "caseroom-dev: unexpected argument %q\n", flags.Arg(0))
+		os.Exit(2)
+	}
+	if *ehrMode != "test" && *ehrMode != "none" {
+		fmt.Fprintf(os.Stderr, "caseroom-dev: -ehr must be test or none, got %q\n", *ehrMode)
 		os.Exit(2)
 	}
 	if *hsName != "" && *hsName != hsDendrite && *hsName != hsSynapse {
@@ -125,6 +131,7 @@ func main() {
 		Port:         *port,
 		PortExplicit: portSet,
 		Homeserver:   *hsName,
+		NoEHR:        *ehrMode == "none",
 		ProjectRoot:  root,
 		Stdout:       os.Stdout,
 		Stderr:       os.Stderr,
@@ -203,6 +210,8 @@ type options struct {
 	// Homeserver is the homeserver to run, hsDendrite or hsSynapse; "" keeps the one the directory was set up with,
 	// or on a first run picks Synapse when Python 3.10+ is there and Dendrite otherwise.
 	Homeserver string
+	// NoEHR leaves the FHIR test server off (EHR=none).
+	NoEHR bool
 	// ProjectRoot is the directory of caseroom's go.mod, where caseroom is built.
 	ProjectRoot string
 	// Stdout receives the messages of caseroom-dev and caseroom's output; Stderr receives caseroom's log.
@@ -221,6 +230,8 @@ type setup struct {
 	Bot id.UserID
 	// Accounts are the demo accounts with their passwords.
 	Accounts []account
+	// EHR is the FHIR test server with the demo records; nil without one.
+	EHR *demoEHR
 }
 
 // ports are the ports chosen on the first run, kept in ports.json.
@@ -230,6 +241,8 @@ type ports struct {
 	// Software is the homeserver the directory was set up with (hsDendrite or hsSynapse; empty means Dendrite,
 	// from before Synapse could be chosen): its accounts and rooms live in that server's data.
 	Software string `json:"software,omitempty"`
+	// EHR is the port of the FHIR test server (ehr.url in the config points at it).
+	EHR int `json:"ehr,omitempty"`
 }
 
 // The homeservers caseroom-dev can run.
@@ -298,6 +311,14 @@ func run(ctx context.Context, opts options) (err error) {
 	if err = ensureAccounts(ctx, srv, accounts, say); err != nil {
 		return err
 	}
+	var ehr *demoEHR
+	if opts.NoEHR {
+		say("No EHR (EHR=none): caseroom keeps the records in its outbox until one answers at %s.", cfg.EHR.URL)
+	} else if ehr, err = startEHR(ctx, p, cfg, accounts, say); err != nil {
+		return err
+	} else if ehr != nil {
+		defer ehr.server.Stop()
+	}
 
 	say("Starting caseroom (listening on %s)", cfg.Appservice.Listen)
 	cr, err := startCaseroom(caseroomBin, opts)
@@ -318,6 +339,7 @@ func run(ctx context.Context, opts options) (err error) {
 		HomeserverURL: "http://localhost:" + strconv.Itoa(p.Homeserver),
 		Bot:           cfg.BotMXID(),
 		Accounts:      accounts,
+		EHR:           ehr,
 	}
 	printWelcome(opts.Stdout, s, opts.Dir)
 	if opts.Ready != nil {
@@ -427,7 +449,15 @@ func loadOrPickPorts(ctx context.Context, opts options, say func(string, ...any)
 				"(or pass -homeserver %s), use another -dir, or delete %s to start over with %s", relPath(opts.Dir),
 				p.Software, p.Software, relPath(opts.Dir), opts.Homeserver)
 		}
-		for _, port := range []int{p.Homeserver, p.Appservice} {
+		if p.EHR == 0 { // a directory from before the development EHR
+			if p.EHR, err = freePortExcept(p.Homeserver, p.Appservice); err != nil {
+				return ports{}, err
+			}
+			if err = writeJSON(path, p); err != nil {
+				return ports{}, err
+			}
+		}
+		for _, port := range []int{p.Homeserver, p.Appservice, p.EHR} {
 			if !portFree(port) {
 				return ports{}, fmt.Errorf("port %d (kept in %s so that Matrix clients keep working) is in use: "+
 					"stop what uses it, or delete %s to start over with new ports", port, relPath(path), relPath(opts.Dir))
@@ -449,16 +479,27 @@ func loadOrPickPorts(ctx context.Context, opts options, say func(string, ...any)
 			return ports{}, err
 		}
 	}
-	for p.Appservice == 0 || p.Appservice == p.Homeserver {
-		if p.Appservice, err = dendrite.FreePort(); err != nil {
-			return ports{}, err
-		}
+	if p.Appservice, err = freePortExcept(p.Homeserver); err != nil {
+		return ports{}, err
+	}
+	if p.EHR, err = freePortExcept(p.Homeserver, p.Appservice); err != nil {
+		return ports{}, err
 	}
 	if err = writeJSON(path, p); err != nil {
 		return ports{}, err
 	}
-	say("Homeserver port %d and caseroom port %d chosen and kept in %s.", p.Homeserver, p.Appservice, relPath(path))
+	say("Homeserver port %d, caseroom port %d and EHR port %d chosen and kept in %s.", p.Homeserver, p.Appservice, p.EHR, relPath(path))
 	return p, nil
+}
+
+// freePortExcept returns a free port on 127.0.0.1 that is none of taken.
+func freePortExcept(taken ...int) (int, error) {
+	for {
+		port, err := dendrite.FreePort()
+		if err != nil || !slices.Contains(taken, port) {
+			return port, err
+		}
+	}
 }
 
 // portFree reports whether a TCP port on 127.0.0.1 can be bound right now.
@@ -546,6 +587,7 @@ func devConfig(p ports, serverName, dataDir string) ([]byte, error) {
 		{[]string{"admins"}, []string{id.NewUserID("admin", serverName).String()}},
 		{[]string{"logging", "level"}, "info"},
 		{[]string{"logging", "format"}, "pretty"},
+		{[]string{"ehr", "url"}, ehrURL(p.EHR)},
 	}
 	example := config.Example()
 	var doc yaml.Node
@@ -826,6 +868,30 @@ func printWelcome(out io.Writer, s *setup, dir string) {
 	fmt.Fprintf(&b, "  2. Sign in with a username and password from the list above.\n")
 	fmt.Fprintf(&b, "  3. Start a chat with %s and type !ping\n", s.Bot)
 	fmt.Fprintf(&b, "     (commands also work as /ping, but Element asks before sending unknown /commands; ! avoids that).\n\n")
+	if s.EHR != nil {
+		var clinician, patient id.UserID
+		for _, a := range s.Accounts {
+			switch a.Localpart {
+			case demoPractitionerCode:
+				clinician = a.UserID
+			case "pat.demo":
+				patient = a.UserID
+			}
+		}
+		fmt.Fprintf(&b, "EHR: the FHIR test server at %s (in memory: it starts empty on each run) holds\n", s.EHR.URL)
+		fmt.Fprintf(&b, "  the demo patient %s (MRN %s) and the Practitioner %s of %s.\n\n", s.EHR.PatientRef, demoMRN, s.EHR.PractitionerRef, clinician)
+		fmt.Fprintf(&b, "A first case, from the chat to the chart:\n")
+		fmt.Fprintf(&b, "  1. As %s, in an encrypted direct chat with %s:  !case new \"Knee follow-up\" --mrn %s\n", clinician, s.Bot, demoMRN)
+		fmt.Fprintf(&b, "     Accept the invites to the case room and the patient room.\n")
+		fmt.Fprintf(&b, "  2. In the case room:  !patient invite %s\n", patient)
+		fmt.Fprintf(&b, "  3. As %s, join the patient room and send:  !checkin bp=128/82 hr=72 pain=3 knee a bit swollen\n", patient)
+		fmt.Fprintf(&b, "  4. As %s, in the case room:  !plan goal Walk 500 m without pain by the end of the month\n", clinician)
+		fmt.Fprintf(&b, "  5. Reply to a message in the case room with  !file  to put it in the chart.\n")
+		fmt.Fprintf(&b, "  6. See the records in the EHR:\n")
+		fmt.Fprintf(&b, "       curl '%s/Observation?subject=%s'\n", s.EHR.URL, s.EHR.PatientRef)
+		fmt.Fprintf(&b, "       curl '%s/CarePlan?subject=%s'\n", s.EHR.URL, s.EHR.PatientRef)
+		fmt.Fprintf(&b, "       curl '%s/Communication?subject=%s'\n\n", s.EHR.URL, s.EHR.PatientRef)
+	}
 	fmt.Fprintf(&b, "caseroom logs here; the homeserver logs to %s.\n\n", relPath(s.Homeserver.LogFile()))
 	_, _ = io.WriteString(out, b.String())
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -83,7 +84,7 @@ func startDev(t *testing.T, dir, software string) (s *setup, stop func()) {
 	case <-time.After(90 * time.Second):
 		t.Fatalf("not ready within 90 s; output:\n%s", out.String())
 	}
-	if !strings.Contains(out.String(), "type !ping") {
+	if !strings.Contains(out.String(), "type !ping") || !strings.Contains(out.String(), "--mrn "+demoMRN) {
 		t.Errorf("the welcome message with Element instructions was not printed; output:\n%s", out.String())
 	}
 	return s, stop
@@ -139,6 +140,7 @@ func testRunTwice(t *testing.T, software string) {
 	if first.Homeserver.Implementation() != software {
 		t.Fatalf("ran %s, asked for %s", first.Homeserver.Implementation(), software)
 	}
+	checkDemoEHR(t, first)
 	if software == hsSynapse { // Element X needs sliding sync
 		cli, err := mautrix.NewClient(first.HomeserverURL, "", "")
 		if err != nil {
@@ -266,5 +268,33 @@ func TestFirstConfigIsTheExampleWithDevValues(t *testing.T) {
 	if _, err = ensureConfig(dir, ports{Homeserver: 9999, Appservice: 29351}, "localhost:9999", func(string, ...any) {}); err == nil ||
 		!strings.Contains(err.Error(), configFile) {
 		t.Fatalf("ensureConfig for another homeserver = %v, want an error naming %s", err, configFile)
+	}
+}
+
+// checkDemoEHR checks that the setup runs the FHIR test server with the demo patient (found by its MRN, as
+// `case new --mrn` finds it) and that its welcome walks through to a record there.
+func checkDemoEHR(t *testing.T, s *setup) {
+	t.Helper()
+	if s.EHR == nil {
+		t.Fatal("the setup started no EHR")
+	}
+	resp, err := http.Get(s.EHR.URL + "/Patient?identifier=" + demoMRN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var bundle struct {
+		Entry []struct {
+			Resource struct {
+				ID string `json:"id"`
+			} `json:"resource"`
+		} `json:"entry"`
+	}
+	if err = json.NewDecoder(resp.Body).Decode(&bundle); err != nil || len(bundle.Entry) != 1 ||
+		"Patient/"+bundle.Entry[0].Resource.ID != s.EHR.PatientRef {
+		t.Fatalf("the EHR's patients with MRN %s: %+v (%v), want %s", demoMRN, bundle, err, s.EHR.PatientRef)
+	}
+	if !strings.HasPrefix(s.EHR.PractitionerRef, "Practitioner/") {
+		t.Fatalf("demo practitioner = %q", s.EHR.PractitionerRef)
 	}
 }
