@@ -11,10 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"go.mau.fi/util/random"
@@ -135,15 +133,14 @@ func writeCaseroomConfig(dir, hsURL, domain string, db *database, ehrURL string)
 
 // caseroomProcess is one run of the caseroom binary.
 type caseroomProcess struct {
-	cmd        *exec.Cmd
-	done       chan struct{} // closed once the process has exited
-	err        error         // exit error, read after done is closed
+	proc       *childproc.Process
 	readyAfter time.Duration // from just before exec to the first 200 from /_matrix/mau/ready
 	logPath    string
 }
 
 // start runs caseroom and waits until /_matrix/mau/ready answers 200, polling every 2 ms so that the start-up time
-// is measured to a few milliseconds.
+// is measured to a few milliseconds. caseroom runs in a process group of its own, so that a terminal's Ctrl-C
+// reaches only the bench, which stops caseroom in order.
 func (s *caseroomSetup) start(ctx context.Context, binary string) (*caseroomProcess, error) {
 	logFile, err := os.OpenFile(s.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -155,41 +152,24 @@ func (s *caseroomSetup) start(ctx context.Context, binary string) (*caseroomProc
 	if len(s.Env) > 0 {
 		cmd.Env = append(os.Environ(), s.Env...)
 	}
-	// Own process group, so that a terminal's Ctrl-C reaches only the bench, which stops caseroom in order.
-	// Pdeathsig kills caseroom if the bench dies; it fires when the starting thread ends, so the goroutine below
-	// keeps that thread locked for as long as caseroom runs.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	p := &caseroomProcess{cmd: cmd, done: make(chan struct{}), logPath: s.LogPath}
+	p := &caseroomProcess{logPath: s.LogPath}
 
 	client := &http.Client{Timeout: time.Second}
 	defer client.CloseIdleConnections()
 	readyURL := s.BotURL + "/_matrix/mau/ready"
-	started := make(chan error, 1)
-	var begin time.Time
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		begin = time.Now()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	if err = <-started; err != nil {
+	begin := time.Now()
+	if p.proc, err = childproc.Start(cmd, nil); err != nil {
 		return nil, fmt.Errorf("failed to start caseroom: %w", err)
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
-	err = childproc.WaitReady(waitCtx, client, readyURL, 2*time.Millisecond, p.done)
+	err = childproc.WaitReady(waitCtx, client, readyURL, 2*time.Millisecond, p.proc.Done())
 	switch {
 	case err == nil:
 		p.readyAfter = time.Since(begin)
 		return p, nil
 	case errors.Is(err, childproc.ErrExited):
-		return nil, fmt.Errorf("caseroom exited during start-up (%v); see %s", p.err, s.LogPath)
+		return nil, fmt.Errorf("caseroom exited during start-up (%v); see %s", p.proc.Err(), s.LogPath)
 	case ctx.Err() != nil:
 		_ = p.stop()
 		return nil, context.Cause(ctx)
@@ -203,32 +183,27 @@ func (s *caseroomSetup) start(ctx context.Context, binary string) (*caseroomProc
 // are still good, but the operator should look at the log).
 func (p *caseroomProcess) stop() error {
 	select {
-	case <-p.done:
+	case <-p.proc.Done():
 		return nil
 	default:
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		if p.err != nil {
-			return fmt.Errorf("caseroom exited uncleanly (%v); see %s", p.err, p.logPath)
-		}
-		return nil
-	case <-time.After(caseroomStopIn):
-		_ = p.cmd.Process.Kill()
-		<-p.done
+	if p.proc.Stop(caseroomStopIn) {
 		return fmt.Errorf("caseroom did not stop within %s of SIGTERM and was killed; see %s", caseroomStopIn, p.logPath)
 	}
+	if err := p.proc.Err(); err != nil {
+		return fmt.Errorf("caseroom exited uncleanly (%v); see %s", err, p.logPath)
+	}
+	return nil
 }
 
 // memory reads the resident set size now (VmRSS) and its peak over the process's life (VmHWM), in KiB.
 func (p *caseroomProcess) memory() (rssKiB, peakKiB int64, err error) {
 	select {
-	case <-p.done:
-		return 0, 0, fmt.Errorf("caseroom exited during the benchmark (%v); see %s", p.err, p.logPath)
+	case <-p.proc.Done():
+		return 0, 0, fmt.Errorf("caseroom exited during the benchmark (%v); see %s", p.proc.Err(), p.logPath)
 	default:
 	}
-	return readMemory(p.cmd.Process.Pid)
+	return readMemory(p.proc.Pid())
 }
 
 func readMemory(pid int) (rssKiB, peakKiB int64, err error) {

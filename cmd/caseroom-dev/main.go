@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -326,7 +325,7 @@ func run(ctx context.Context, opts options) (err error) {
 		return err
 	}
 	defer func() {
-		if cr.stop(caseroomStopTimeout) {
+		if cr.Stop(caseroomStopTimeout) {
 			say("caseroom did not stop within %s and was killed", caseroomStopTimeout)
 		}
 	}()
@@ -351,8 +350,8 @@ func run(ctx context.Context, opts options) (err error) {
 	case <-ctx.Done():
 		say("Stopping caseroom...")
 		return nil
-	case <-cr.done:
-		return fmt.Errorf("caseroom exited unexpectedly (%v); see its log above", cr.exitError())
+	case <-cr.Done():
+		return fmt.Errorf("caseroom exited unexpectedly (%v); see its log above", exitError(cr))
 	case err = <-homeserverDown:
 		return fmt.Errorf("the %s homeserver died or hangs (%w); see %s. Its last lines:\n%s",
 			p.Software, err, relPath(srv.LogFile()), srv.LogTail(10))
@@ -736,79 +735,34 @@ func ensureAccounts(ctx context.Context, srv homeserver.Server, accounts []accou
 	return nil
 }
 
-// child is a running caseroom process.
-type child struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-	err  error         // its exit error, read after done is closed
-}
-
 // startCaseroom starts the caseroom binary on the config and registration in opts.Dir, with its output passed
-// through.
-func startCaseroom(bin string, opts options) (*child, error) {
+// through, in a process group of its own: a terminal's Ctrl-C reaches only caseroom-dev, which stops caseroom
+// before the homeserver.
+func startCaseroom(bin string, opts options) (*childproc.Process, error) {
 	cmd := exec.Command(bin, "-c", filepath.Join(opts.Dir, configFile), "-r", filepath.Join(opts.Dir, registrationFile))
 	cmd.Dir = opts.Dir
 	cmd.Stdout, cmd.Stderr = opts.Stdout, opts.Stderr
-	// Own process group: a terminal's Ctrl-C reaches only caseroom-dev, which stops caseroom before Dendrite.
-	// Pdeathsig ends caseroom if caseroom-dev dies; it fires when the starting thread ends, so the goroutine
-	// below keeps that thread locked for as long as caseroom runs.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.WaitDelay = 2 * time.Second
-	c := &child{cmd: cmd, done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		c.err = cmd.Wait()
-		close(c.done)
-	}()
-	if err := <-started; err != nil {
-		return nil, fmt.Errorf("failed to start caseroom: %w", err)
-	}
-	return c, nil
+	return childproc.Start(cmd, nil)
 }
 
-// stop asks caseroom to shut down (SIGTERM) and kills it after timeout. It reports whether it had to kill.
-func (c *child) stop(timeout time.Duration) (killed bool) {
-	select {
-	case <-c.done:
-		return false
-	default:
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-		return false
-	case <-time.After(timeout):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-		return true
-	}
-}
-
-// exitError describes how the process ended.
-func (c *child) exitError() error {
-	if c.err == nil {
+// exitError describes how a process that has exited ended.
+func exitError(p *childproc.Process) error {
+	if p.Err() == nil {
 		return errors.New("exit status 0")
 	}
-	return c.err
+	return p.Err()
 }
 
 // waitReady polls caseroom's readiness endpoint until it answers 200.
-func waitReady(ctx context.Context, url string, c *child) error {
+func waitReady(ctx context.Context, url string, c *childproc.Process) error {
 	ctx, cancel := context.WithTimeout(ctx, caseroomReadyTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
 	defer client.CloseIdleConnections()
-	err := childproc.WaitReady(ctx, client, url, 100*time.Millisecond, c.done)
+	err := childproc.WaitReady(ctx, client, url, 100*time.Millisecond, c.Done())
 	switch {
 	case errors.Is(err, childproc.ErrExited):
-		return fmt.Errorf("caseroom exited during start-up (%v); see its log above", c.exitError())
+		return fmt.Errorf("caseroom exited during start-up (%v); see its log above", exitError(c))
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("caseroom did not become ready at %s within %s", url, caseroomReadyTimeout)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -71,4 +72,36 @@ func TestWaitReady(t *testing.T) {
 	if err := WaitReady(short, down.Client(), down.URL, time.Millisecond, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("WaitReady past the deadline = %v, want context.DeadlineExceeded", err)
 	}
+}
+
+// TestProcessStopAndKill: Stop ends a program that obeys SIGTERM without killing it and kills one that ignores it;
+// Done is closed and Err tells how it ended.
+func TestProcessStopAndKill(t *testing.T) {
+	obeys, err := Start(exec.Command("sleep", "60"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if killed := obeys.Stop(5 * time.Second); killed {
+		t.Errorf("a program that ends on SIGTERM was killed")
+	}
+	<-obeys.Done()
+	if obeys.Err() == nil {
+		t.Errorf("a program ended by a signal reports no error")
+	}
+
+	exited := make(chan struct{})
+	ignores, err := Start(exec.Command("sh", "-c", `trap "" TERM; sleep 60 & wait`), func() { close(exited) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // let the shell set its trap
+	if killed := ignores.Stop(300 * time.Millisecond); !killed {
+		t.Errorf("a program that ignores SIGTERM was not killed")
+	}
+	select {
+	case <-exited:
+	default:
+		t.Errorf("onExit did not run before Done was closed")
+	}
+	ignores.Stop(time.Second) // stopping again does nothing
 }

@@ -82,12 +82,15 @@ func (p *Process) Kill() {
 	<-p.done
 }
 
-// Stop asks the program to end (SIGTERM) and kills it if it has not exited within timeout.
-func (p *Process) Stop(timeout time.Duration) {
+// Stop asks the program to end (SIGTERM) and kills it if it has not exited within timeout. It reports whether it
+// had to kill.
+func (p *Process) Stop(timeout time.Duration) (killed bool) {
 	p.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
+		return false
 	case <-time.After(timeout):
 		p.Kill()
+		return true
 	}
 }

@@ -16,11 +16,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/caseroom/caseroom/internal/childproc"
@@ -162,8 +160,7 @@ type Server struct {
 	TokenURL string
 
 	http *http.Client
-	cmd  *exec.Cmd
-	done chan struct{} // closed once the process has exited
+	proc *childproc.Process
 	tail *childproc.Tail
 
 	stopOnce sync.Once
@@ -192,7 +189,6 @@ func StartOnPort(ctx context.Context, listenPort int) (*Server, error) {
 
 	s := &Server{
 		http: &http.Client{Timeout: controlTimeout},
-		done: make(chan struct{}),
 		tail: &childproc.Tail{Max: 16 << 10},
 	}
 	cmd := exec.Command(node, "server.js", "--port", strconv.Itoa(listenPort), "--host", "127.0.0.1")
@@ -200,25 +196,7 @@ func StartOnPort(ctx context.Context, listenPort int) (*Server, error) {
 	port := make(chan int, 1)
 	cmd.Stdout = &portWriter{port: port, rest: s.tail}
 	cmd.Stderr = s.tail
-	// Pdeathsig kills node when the thread that started it dies; the goroutine below keeps that thread locked
-	// (and so alive) for as long as node runs, so only the death of this process triggers it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	cmd.WaitDelay = 2 * time.Second
-	s.cmd = cmd
-
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-		close(s.done)
-	}()
-	if err = <-started; err != nil {
+	if s.proc, err = childproc.Start(cmd, nil); err != nil {
 		return nil, fmt.Errorf("failed to start the FHIR test server: %w", err)
 	}
 
@@ -230,7 +208,7 @@ func StartOnPort(ctx context.Context, listenPort int) (*Server, error) {
 		s.URL = s.Root + "/fhir/R4"
 		s.TokenURL = s.Root + "/auth/token"
 		return s, nil
-	case <-s.done:
+	case <-s.proc.Done():
 		return nil, fmt.Errorf("the FHIR test server exited during start-up:\n%s", s.tail.String())
 	case <-ctx.Done():
 		s.Stop()
@@ -273,23 +251,9 @@ func (w *portWriter) Write(p []byte) (int, error) {
 // Stop ends the server (SIGTERM, then SIGKILL after 5 seconds). It is safe to call more than once.
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
-		s.signal(syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(stopTimeout):
-			s.signal(syscall.SIGKILL)
-			<-s.done
-		}
+		s.proc.Stop(stopTimeout)
 		s.http.CloseIdleConnections()
 	})
-}
-
-func (s *Server) signal(sig syscall.Signal) {
-	select {
-	case <-s.done:
-	default:
-		_ = syscall.Kill(-s.cmd.Process.Pid, sig)
-	}
 }
 
 // LogTail returns what the server wrote to stderr (and to stdout after its first line), for diagnostics.
