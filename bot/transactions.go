@@ -1,7 +1,6 @@
 package bot
 
 import (
-	"cmp"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -143,9 +141,11 @@ func decodeTransaction(body []byte, botID id.UserID, now time.Time) (events []*s
 }
 
 // inboxEvents picks the events the bot must process: everything in a room except the bot's own messages (its own
-// state events are kept: they tell it which rooms it is in). Events are ordered by origin timestamp, since a
-// homeserver that re-forms a failed batch may change their order. An entry that is not a room event is skipped (and
-// its index returned for the log): rejecting the whole transaction would make the homeserver resend it forever.
+// state events are kept: they tell it which rooms it is in). Events keep the order in which the homeserver delivered
+// them, which the inbox keeps as their arrival order. They are never sorted by origin_server_ts: the sender's server
+// sets it, and over federation it is whatever that server says, so sorting by it would let a sender put its event
+// before others. An entry that is not a room event is skipped (and its index returned for the log): rejecting the
+// whole transaction would make the homeserver resend it forever.
 func inboxEvents(raw []json.RawMessage, botID id.UserID, now time.Time) (events []*store.InboxEvent, skipped []int) {
 	events = make([]*store.InboxEvent, 0, len(raw))
 	for i, data := range raw {
@@ -162,8 +162,5 @@ func inboxEvents(raw []json.RawMessage, botID id.UserID, now time.Time) (events 
 			OriginTS: hdr.OriginTS, Raw: data, ReceivedAt: now,
 		})
 	}
-	slices.SortStableFunc(events, func(a, b *store.InboxEvent) int {
-		return cmp.Compare(a.OriginTS, b.OriginTS)
-	})
 	return events, skipped
 }
