@@ -257,7 +257,7 @@ func (b *Bot) process(ctx context.Context, stored *store.InboxEvent, quiet *[]pr
 	}
 	mautrix.UpdateStateStore(ctx, b.stateStore, evt)
 	b.trackEncryptionState(ctx, evt)
-	turn := &Turn{Event: evt, Bot: b}
+	turn := &Turn{Event: evt, Bot: b, ReceivedAt: stored.ReceivedAt}
 	handleErr := b.handle(ctx, turn)
 	if isAwaitRoomKey(handleErr) {
 		return handleErr // not a failure: the worker waits for the key and handles the event again
