@@ -40,7 +40,9 @@ type eventHeader struct {
 func (b *Bot) listen() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", b.putTransaction)
-	mux.Handle("GET /metrics", b.Metrics.handler())
+	if b.Config.Metrics.Listen == b.Config.Appservice.Listen {
+		mux.Handle("GET /metrics", b.Metrics.handler()) // configured to share this listener
+	}
 	mux.HandleFunc("GET /_matrix/mau/ready", b.ready)
 	for _, r := range b.routes {
 		mux.Handle(r.pattern, r.handler)
@@ -57,7 +59,7 @@ func (b *Bot) listen() error {
 			b.Log.Error().Err(err).Msg("HTTP listener failed")
 		}
 	}()
-	return nil
+	return b.listenMetrics()
 }
 
 // checkHSToken answers 401 when the homeserver sent no token and 403 when the token is wrong (compared in constant
