@@ -4,6 +4,7 @@
 #   docker run --rm -v caseroom-data:/data caseroom -e   # writes /data/config.yaml from the example; edit it:
 #       appservice.listen must be 0.0.0.0:29350 (127.0.0.1 is unreachable from outside the container),
 #       appservice.address the URL the homeserver reaches the container at, data_dir /data
+#       (metrics.listen stays on loopback inside the container unless set to e.g. 0.0.0.0:29351 for a scraper)
 #   docker run --rm -v caseroom-data:/data caseroom -g   # fills in the secrets, writes /data/registration.yaml
 #   docker run -d -v caseroom-data:/data -p 29350:29350 caseroom
 

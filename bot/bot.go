@@ -62,7 +62,7 @@ type Bot struct {
 	Log     zerolog.Logger
 	Started time.Time
 	Version string
-	// Metrics are served at /metrics on the appservice listener.
+	// Metrics are served at /metrics on the metrics listener (metrics.listen).
 	Metrics *Metrics
 	// EHR is the FHIR client, nil when no EHR is configured.
 	EHR *ehr.Client
@@ -94,6 +94,9 @@ type Bot struct {
 	sched         scheduler
 	stop          context.CancelFunc
 	ctx           context.Context
+
+	// metricsServer serves /metrics on metrics.listen (nil when metrics share the appservice listener or are off).
+	metricsServer *http.Server
 }
 
 // New prepares the bot: the appservice with its registration and the state store in the bot's database.
@@ -142,6 +145,7 @@ func (b *Bot) Start(ctx context.Context) error {
 		return fmt.Errorf("failed to resume processing: %w", err)
 	}
 	b.startScheduler()
+	b.startPruner()
 	b.AS.Ready = true
 	b.Log.Info().Str("bot", b.Config.BotMXID().String()).Str("listen", b.Addr()).Msg("caseroom is ready")
 	return nil
@@ -193,10 +197,12 @@ func (b *Bot) Addr() string {
 func (b *Bot) Stop() {
 	b.stopOnce.Do(func() {
 		b.AS.Ready = false
-		if b.server != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = b.server.Shutdown(ctx)
-			cancel()
+		for _, srv := range []*http.Server{b.server, b.metricsServer} {
+			if srv != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_ = srv.Shutdown(ctx)
+				cancel()
+			}
 		}
 		if b.stop != nil {
 			b.stop()

@@ -19,6 +19,10 @@ type encryption interface {
 	// decrypt decrypts an m.room.encrypted event, waiting a few seconds for its room key when it has not arrived.
 	// The decrypted event keeps the event ID, room and sender.
 	decrypt(ctx context.Context, evt *event.Event) (*event.Event, error)
+	// decryptOrPark is decrypt for inbox events: instead of waiting for a room key that has not arrived, it returns
+	// an *awaitRoomKey error, whose wait the room's worker runs without holding a processing slot before it handles
+	// the event again. The second time (the key still missing after the wait) it fails like decrypt.
+	decryptOrPark(ctx context.Context, evt *event.Event) (*event.Event, error)
 	// client sends as the bot's device: SendMessageEvent encrypts events for rooms the state store knows are
 	// encrypted (reactions stay plaintext).
 	client() *mautrix.Client
@@ -36,6 +40,20 @@ const (
 		"encryption, so I did nothing with your message. Please tell an administrator."
 )
 
+// awaitRoomKey is the error of an encrypted inbox event whose room key has not arrived yet. The room's worker lets
+// go of its processing slot, runs wait (which returns once the key is there, or the wait is over), and then handles
+// the event again; the room's later events wait behind it, so they stay in order, while other rooms go on.
+type awaitRoomKey struct {
+	wait func(ctx context.Context)
+}
+
+func (e *awaitRoomKey) Error() string { return "waiting for the room key" }
+
+func isAwaitRoomKey(err error) bool {
+	var await *awaitRoomKey
+	return errors.As(err, &await)
+}
+
 // handleEncrypted decrypts an encrypted room event and handles the result exactly like a plaintext event. When the
 // event cannot be decrypted, the sender is told so and what to do: an encrypted command is never dropped silently.
 func (b *Bot) handleEncrypted(ctx context.Context, turn *Turn) error {
@@ -46,13 +64,16 @@ func (b *Bot) handleEncrypted(ctx context.Context, turn *Turn) error {
 		return nil
 	}
 	b.learnRoomEncryption(ctx, turn.Event.RoomID)
-	decrypted, err := b.e2ee.decrypt(ctx, turn.Event)
+	decrypted, err := b.e2ee.decryptOrPark(ctx, turn.Event)
 	if err == nil && decrypted.Type == event.EventEncrypted {
 		err = errors.New("decrypted event is itself encrypted")
 	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err() // shutting down: try again after the restart
+		}
+		if isAwaitRoomKey(err) {
+			return err // the worker waits for the key without a processing slot, then handles the event again
 		}
 		log.Warn().Err(err).Str("session_id", turn.Event.Content.AsEncrypted().SessionID.String()).
 			Msg("Failed to decrypt event")

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -66,6 +67,11 @@ type cryptoDevice struct {
 	mach   *crypto.OlmMachine
 	sealer *secretSealer
 	done   chan struct{}
+
+	// awaited holds the megolm sessions whose room key the device waited for in vain (decryptOrPark), and when:
+	// another event of such a session is answered at once instead of waiting again.
+	awaitedMu sync.Mutex
+	awaited   map[string]time.Time
 }
 
 var _ encryption = (*cryptoDevice)(nil)
@@ -288,22 +294,11 @@ func (d *cryptoDevice) decrypt(ctx context.Context, evt *event.Event) (*event.Ev
 	if !errors.Is(err, crypto.ErrNoSessionFound) {
 		return decrypted, err
 	}
-	content := evt.Content.AsEncrypted()
-	log := zerolog.Ctx(ctx).With().Stringer("session_id", content.SessionID).Logger()
-	log.Debug().Msg("Room key has not arrived yet, waiting for it")
-	if !d.helper.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, roomKeyWait) {
+	if !d.waitForRoomKey(ctx, evt) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		log.Debug().Msg("Room key still missing, asking the sender's devices for it")
-		//lint:ignore SA1019 an empty device ID asks all of the sender's devices
-		d.helper.RequestSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, evt.Sender, content.DeviceID)
-		if !d.helper.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, roomKeyRequestWait) {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("%w within %s", crypto.ErrNoSessionFound, roomKeyWait+roomKeyRequestWait)
-		}
+		return nil, fmt.Errorf("%w within %s", crypto.ErrNoSessionFound, roomKeyWait+roomKeyRequestWait)
 	}
 	return d.helper.Decrypt(ctx, evt)
 }
@@ -329,6 +324,69 @@ func (d *cryptoDevice) handlePushed(ctx context.Context, pushed *pushedCrypto) {
 		zerolog.Ctx(ctx).Debug().Int("to_device", len(toDevice)).Bool("otk_counts", otk != nil).
 			Msg("Handled crypto data pushed in a transaction")
 	}
+}
+
+// awaitedFor is how long a session whose key never came is remembered (so its next events get their notice at
+// once), and awaitedMax how many such sessions are remembered at most.
+const (
+	awaitedFor = 10 * time.Minute
+	awaitedMax = 10000
+)
+
+func (d *cryptoDevice) decryptOrPark(ctx context.Context, evt *event.Event) (*event.Event, error) {
+	decrypted, err := d.helper.Decrypt(ctx, evt)
+	content := evt.Content.AsEncrypted()
+	key := content.SenderKey.String() + "|" + content.SessionID.String()
+	if !errors.Is(err, crypto.ErrNoSessionFound) {
+		if err == nil {
+			d.awaitedMu.Lock()
+			delete(d.awaited, key)
+			d.awaitedMu.Unlock()
+		}
+		return decrypted, err
+	}
+	d.awaitedMu.Lock()
+	at, waited := d.awaited[key]
+	d.awaitedMu.Unlock()
+	if waited && time.Since(at) < awaitedFor {
+		return nil, fmt.Errorf("%w (waited %s for it)", crypto.ErrNoSessionFound, roomKeyWait+roomKeyRequestWait)
+	}
+	return nil, &awaitRoomKey{wait: func(ctx context.Context) {
+		if d.waitForRoomKey(ctx, evt) || ctx.Err() != nil {
+			return
+		}
+		d.awaitedMu.Lock()
+		defer d.awaitedMu.Unlock()
+		if d.awaited == nil {
+			d.awaited = make(map[string]time.Time)
+		}
+		if len(d.awaited) >= awaitedMax {
+			for k, t := range d.awaited {
+				if time.Since(t) >= awaitedFor || len(d.awaited) >= awaitedMax {
+					delete(d.awaited, k)
+				}
+			}
+		}
+		d.awaited[key] = time.Now()
+	}}
+}
+
+// waitForRoomKey waits for the room key of an encrypted event, first for the one its sender's client sends along,
+// then, after asking the sender's devices for it, a little longer. It reports whether the key arrived.
+func (d *cryptoDevice) waitForRoomKey(ctx context.Context, evt *event.Event) bool {
+	content := evt.Content.AsEncrypted()
+	log := zerolog.Ctx(ctx).With().Stringer("event_id", evt.ID).Stringer("session_id", content.SessionID).Logger()
+	log.Debug().Msg("Room key has not arrived yet, waiting for it")
+	if d.helper.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, roomKeyWait) {
+		return true
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	log.Debug().Msg("Room key still missing, asking the sender's devices for it")
+	//lint:ignore SA1019 an empty device ID asks all of the sender's devices
+	d.helper.RequestSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, evt.Sender, content.DeviceID)
+	return d.helper.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, roomKeyRequestWait)
 }
 
 func (d *cryptoDevice) client() *mautrix.Client {

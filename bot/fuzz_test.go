@@ -1,6 +1,7 @@
 package bot
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 	"time"
@@ -55,8 +56,8 @@ func FuzzDecodeTransaction(f *testing.F) {
 			if evt.EventID == "" || evt.RoomID == "" || evt.Sender == "" || evt.Type == "" || !evt.ReceivedAt.Equal(now) {
 				t.Fatalf("incomplete inbox event %+v", evt)
 			}
-			if i > 0 && evt.OriginTS < events[i-1].OriginTS {
-				t.Fatalf("events not in origin order: %d after %d", evt.OriginTS, events[i-1].OriginTS)
+			if i > 0 && bytes.Index(body, evt.Raw) < bytes.Index(body, events[i-1].Raw) {
+				t.Fatalf("event %s stored before %s, not in delivery order", events[i-1].EventID, evt.EventID)
 			}
 			// The stored raw event is the event as sent, and says what the inbox row says.
 			var hdr eventHeader

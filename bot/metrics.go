@@ -2,7 +2,9 @@ package bot
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -14,7 +16,7 @@ import (
 	"github.com/caseroom/caseroom/store"
 )
 
-// Metrics are the bot's Prometheus metrics, served at /metrics on the appservice listener. They count and time;
+// Metrics are the bot's Prometheus metrics, served at /metrics on their own listener (metrics.listen). They count and time;
 // they never carry patient data (labels are command names and outcome words).
 type Metrics struct {
 	Registry *prometheus.Registry
@@ -28,7 +30,8 @@ type Metrics struct {
 	RemindersSent   prometheus.Counter
 }
 
-// newMetrics registers the metrics, including gauges read from the database at scrape time.
+// newMetrics registers the metrics, including gauges read from the database at scrape time (from partial indexes
+// of open work only, so a scrape costs the same however large the tables grow).
 func newMetrics(st *store.Store) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
@@ -87,7 +90,7 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(inboxBacklogDesc, prometheus.GaugeValue, float64(count))
 		ch <- prometheus.MustNewConstMetric(inboxOldestDesc, prometheus.GaugeValue, ageSeconds(oldest))
 	}
-	if stats, err := c.st.EHR.Stats(ctx); err == nil {
+	if stats, err := c.st.EHR.OpenStats(ctx); err == nil {
 		ch <- prometheus.MustNewConstMetric(outboxPendingDesc, prometheus.GaugeValue, float64(stats.Pending))
 		ch <- prometheus.MustNewConstMetric(outboxDeadDesc, prometheus.GaugeValue, float64(stats.Dead))
 		ch <- prometheus.MustNewConstMetric(outboxOldestDesc, prometheus.GaugeValue, ageSeconds(stats.OldestPending))
@@ -103,6 +106,30 @@ func ageSeconds(t time.Time) float64 {
 
 func (m *Metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+// listenMetrics serves /metrics on metrics.listen. The appservice listener has to be reachable by the homeserver;
+// metrics (which say how busy the bot is and how its EHR delivery goes) belong on loopback or a monitoring network.
+// When metrics.listen is appservice.listen, listen serves them there instead; when it is empty, nowhere.
+func (b *Bot) listenMetrics() error {
+	addr := b.Config.Metrics.Listen
+	if addr == "" || addr == b.Config.Appservice.Listen {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", b.Metrics.handler())
+	listener, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("failed to listen on %s (metrics.listen): %w", addr, err)
+	}
+	b.metricsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := b.metricsServer.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			b.Log.Error().Err(err).Msg("Metrics listener failed")
+		}
+	}()
+	b.Log.Info().Str("listen", listener.Addr().String()).Msg("Serving metrics")
+	return nil
 }
 
 // metricOutcome keeps outcome labels few: "refused:role" and the like count as their first word.

@@ -115,16 +115,33 @@ func (p *processor) run(l *lane, w *roomWorker) {
 	ctx := p.bot.ctx
 	log := p.bot.Log.With().Stringer("room_id", w.roomID).Str("lane", l.name).Logger()
 	ctx = log.WithContext(ctx)
-	select {
-	case l.sem <- struct{}{}:
-	case <-ctx.Done():
+	if !p.acquire(ctx, l) {
 		p.finish(l, w, true)
 		return
 	}
-	defer func() { <-l.sem }()
+	held := true
+	defer func() {
+		if held {
+			<-l.sem
+		}
+	}()
 	backoff := time.Second
 	for {
 		err := l.work(ctx, w.roomID)
+		var await *awaitRoomKey
+		if errors.As(err, &await) {
+			// The room's next event waits for its room key: without this room's slot, so that a flood of
+			// undecryptable events in a few rooms does not stall all the others. The room's later events wait.
+			<-l.sem
+			held = false
+			await.wait(ctx)
+			if ctx.Err() != nil || !p.acquire(ctx, l) {
+				p.finish(l, w, true)
+				return
+			}
+			held = true
+			continue
+		}
 		if err == nil {
 			backoff = time.Second
 			if p.finish(l, w, false) {
@@ -144,6 +161,16 @@ func (p *processor) run(l *lane, w *roomWorker) {
 			return
 		}
 		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// acquire takes one of the lane's slots, or reports false when the bot stops first.
+func (p *processor) acquire(ctx context.Context, l *lane) bool {
+	select {
+	case l.sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -230,8 +257,11 @@ func (b *Bot) process(ctx context.Context, stored *store.InboxEvent, quiet *[]pr
 	}
 	mautrix.UpdateStateStore(ctx, b.stateStore, evt)
 	b.trackEncryptionState(ctx, evt)
-	turn := &Turn{Event: evt, Bot: b}
+	turn := &Turn{Event: evt, Bot: b, ReceivedAt: stored.ReceivedAt}
 	handleErr := b.handle(ctx, turn)
+	if isAwaitRoomKey(handleErr) {
+		return handleErr // not a failure: the worker waits for the key and handles the event again
+	}
 	if handleErr != nil {
 		attempts := b.noteFailure(stored.Seq)
 		if IsTransient(handleErr) || (attempts < maxPermanentTries && !isPermanent(handleErr)) {

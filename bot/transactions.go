@@ -1,7 +1,6 @@
 package bot
 
 import (
-	"cmp"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -42,7 +40,9 @@ type eventHeader struct {
 func (b *Bot) listen() error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", b.putTransaction)
-	mux.Handle("GET /metrics", b.Metrics.handler())
+	if b.Config.Metrics.Listen == b.Config.Appservice.Listen {
+		mux.Handle("GET /metrics", b.Metrics.handler()) // configured to share this listener
+	}
 	mux.HandleFunc("GET /_matrix/mau/ready", b.ready)
 	for _, r := range b.routes {
 		mux.Handle(r.pattern, r.handler)
@@ -59,7 +59,7 @@ func (b *Bot) listen() error {
 			b.Log.Error().Err(err).Msg("HTTP listener failed")
 		}
 	}()
-	return nil
+	return b.listenMetrics()
 }
 
 // checkHSToken answers 401 when the homeserver sent no token and 403 when the token is wrong (compared in constant
@@ -149,9 +149,11 @@ func decodeTransaction(body []byte, botID id.UserID, now time.Time) (events []*s
 }
 
 // inboxEvents picks the events the bot must process: everything in a room except the bot's own messages (its own
-// state events are kept: they tell it which rooms it is in). Events are ordered by origin timestamp, since a
-// homeserver that re-forms a failed batch may change their order. An entry that is not a room event is skipped (and
-// its index returned for the log): rejecting the whole transaction would make the homeserver resend it forever.
+// state events are kept: they tell it which rooms it is in). Events keep the order in which the homeserver delivered
+// them, which the inbox keeps as their arrival order. They are never sorted by origin_server_ts: the sender's server
+// sets it, and over federation it is whatever that server says, so sorting by it would let a sender put its event
+// before others. An entry that is not a room event is skipped (and its index returned for the log): rejecting the
+// whole transaction would make the homeserver resend it forever.
 func inboxEvents(raw []json.RawMessage, botID id.UserID, now time.Time) (events []*store.InboxEvent, skipped []int) {
 	events = make([]*store.InboxEvent, 0, len(raw))
 	for i, data := range raw {
@@ -168,8 +170,5 @@ func inboxEvents(raw []json.RawMessage, botID id.UserID, now time.Time) (events 
 			OriginTS: hdr.OriginTS, Raw: data, ReceivedAt: now,
 		})
 	}
-	slices.SortStableFunc(events, func(a, b *store.InboxEvent) int {
-		return cmp.Compare(a.OriginTS, b.OriginTS)
-	})
 	return events, skipped
 }

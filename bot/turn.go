@@ -2,10 +2,13 @@ package bot
 
 import (
 	"context"
+	"time"
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/caseroom/caseroom/care"
 )
 
 // Turn is the processing of one inbox event. Handlers read what they need, make idempotent Matrix calls, and
@@ -14,6 +17,8 @@ import (
 type Turn struct {
 	Event *event.Event
 	Bot   *Bot
+	// ReceivedAt is when the event was stored in the inbox, by the bot's clock (zero for a turn not made from it).
+	ReceivedAt time.Time
 
 	// Command is the name of the command the event ran, if any (for metrics).
 	Command string
@@ -82,4 +87,23 @@ func (t *Turn) React(key string) {
 	t.Send(t.Event.RoomID, event.EventReaction, &event.ReactionEventContent{
 		RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: t.Event.ID, Key: key},
 	})
+}
+
+// defaultMaxClockSkew is checkins.max_clock_skew when the config leaves it unset (tests).
+const defaultMaxClockSkew = 5 * time.Minute
+
+// EventTimes returns when the turn's event claims to have been sent (origin_server_ts, which the sender's homeserver
+// sets as it likes), when the bot received it, and the time to record it under: the claimed time, or the receive
+// time when the claim lies in the future or more than checkins.max_clock_skew back (care.EffectiveTime). All UTC.
+func (t *Turn) EventTimes() (effective, claimed, received time.Time) {
+	claimed = time.UnixMilli(t.Event.Timestamp).UTC()
+	received = t.ReceivedAt.UTC()
+	if t.ReceivedAt.IsZero() {
+		received = time.Now().UTC()
+	}
+	skew := defaultMaxClockSkew
+	if t.Bot != nil && t.Bot.Config != nil && t.Bot.Config.CheckIns.MaxClockSkew.Duration > 0 {
+		skew = t.Bot.Config.CheckIns.MaxClockSkew.Duration
+	}
+	return care.EffectiveTime(claimed, received, skew), claimed, received
 }

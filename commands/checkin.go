@@ -120,9 +120,11 @@ func recordCheckIn(ctx context.Context, call *Call, patient id.UserID, source, i
 		return nil
 	}
 	c := call.Room.Case
+	// Recorded at the time the event claims, unless the sender's server dated it into the future or too far back.
+	effective, claimed, received := call.EventTimes()
 	record := &store.CheckIn{
 		CaseID: c.ID, EventID: call.Event.ID, RoomID: call.Event.RoomID, PatientID: patient, RecordedBy: call.Sender,
-		Source: source, EffectiveAt: time.UnixMilli(call.Event.Timestamp).UTC(), Values: parsed.Values, Note: parsed.Note,
+		Source: source, EffectiveAt: effective, ClaimedAt: claimed, ReceivedAt: received, Values: parsed.Values, Note: parsed.Note,
 	}
 	limits, err := thresholds(ctx, call.Bot, c.ID)
 	if err != nil {

@@ -65,6 +65,7 @@ type Config struct {
 	Reminders      RemindersConfig  `yaml:"reminders"`
 	Alerts         AlertsConfig     `yaml:"alerts"`
 	EHR            EHRConfig        `yaml:"ehr"`
+	Metrics        MetricsConfig    `yaml:"metrics"`
 
 	loc *time.Location // set by Validate
 }
@@ -107,6 +108,8 @@ type DatabaseConfig struct {
 	URI          string `yaml:"uri"`
 	MaxOpenConns int    `yaml:"max_open_conns"`
 	MaxIdleConns int    `yaml:"max_idle_conns"`
+	// MessageRetention is how long the text of processed inbox events and of sent messages is kept.
+	MessageRetention Duration `yaml:"message_retention"`
 }
 
 // LoggingConfig is the logging section.
@@ -126,6 +129,9 @@ type CheckInConfig struct {
 	Ranges          map[string]RangeConfig `yaml:"ranges"`
 	AlertThresholds []string               `yaml:"alert_thresholds"`
 	Questionnaire   QuestionnaireConfig    `yaml:"questionnaire"`
+	// MaxClockSkew is how far before its arrival a check-in's claimed time (origin_server_ts) may lie and still be
+	// its effective time; a claimed time in the future or further back is replaced by the receive time.
+	MaxClockSkew Duration `yaml:"max_clock_skew"`
 }
 
 // RemindersConfig is the reminders section.
@@ -180,6 +186,13 @@ type EncryptionConfig struct {
 	// BotPassword is the bot account's password, used only to answer the password prompt of the first upload of
 	// cross-signing keys. Optional.
 	BotPassword string `yaml:"bot_password"`
+}
+
+// MetricsConfig is the metrics section.
+type MetricsConfig struct {
+	// Listen is the host:port of the /metrics listener; the same value as appservice.listen serves /metrics on the
+	// appservice listener; empty serves no metrics.
+	Listen string `yaml:"listen"`
 }
 
 // EHRConfig is the ehr section.

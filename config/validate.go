@@ -181,6 +181,7 @@ func (c *Config) Validate() error {
 		p.got("ehr.auth.mode", "must be none, bearer or smart", auth.Mode)
 	}
 	c.validateEHRReads(&p)
+	c.validateHoles(&p)
 
 	return errors.Join(p...)
 }
@@ -318,5 +319,29 @@ func (c *Config) validateEHRReads(p *problems) {
 		case strings.IndexFunc(secret, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0:
 			p.add("ehr.subscription_secret", "must contain only printable ASCII characters without spaces")
 		}
+	}
+}
+
+// Bounds of checkins.max_clock_skew and database.message_retention.
+const (
+	MaxClockSkew        = 24 * time.Hour
+	MaxMessageRetention = 365 * 24 * time.Hour
+)
+
+func (c *Config) validateHoles(p *problems) {
+	switch d := c.CheckIns.MaxClockSkew; {
+	case d.bad:
+		p.got("checkins.max_clock_skew", `must be a duration such as "5m" or "30s"`, d.invalid)
+	case d.Duration < time.Second || d.Duration > MaxClockSkew:
+		p.got("checkins.max_clock_skew", "must be from 1s to 24h", d.Duration.String())
+	}
+	switch d := c.Database.MessageRetention; {
+	case d.bad:
+		p.got("database.message_retention", `must be a duration such as "168h" or "24h"`, d.invalid)
+	case d.Duration < time.Minute || d.Duration > MaxMessageRetention:
+		p.got("database.message_retention", "must be from 1m to 8760h", d.Duration.String())
+	}
+	if c.Metrics.Listen != "" {
+		p.listen("metrics.listen", c.Metrics.Listen)
 	}
 }

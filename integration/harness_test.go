@@ -41,6 +41,9 @@ type world struct {
 	botPort  int
 	reg      *appservice.Registration
 	baseCfg  []byte // config with the generated secrets
+
+	// metricsPort is where the bot serves /metrics (metrics.listen), apart from the appservice port.
+	metricsPort int
 }
 
 var (
@@ -103,6 +106,9 @@ func startWorld(dir string) (*world, error) {
 		return nil, err
 	}
 	if w.botPort, err = dendrite.FreePort(); err != nil {
+		return nil, err
+	}
+	if w.metricsPort, err = dendrite.FreePort(); err != nil {
 		return nil, err
 	}
 	domainA := fmt.Sprintf("localhost:%d", portA)
@@ -257,6 +263,7 @@ func startBotOn(t *testing.T, target *botTarget, extra map[string]any, env ...st
 	merged := map[string]any{
 		"appservice": map[string]any{"as_token": target.reg.AppToken, "hs_token": target.reg.ServerToken},
 		"encryption": map[string]any{"pickle_key": base["encryption"].(map[string]any)["pickle_key"]},
+		"metrics":    map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", w.metricsPort)},
 	}
 	for k, v := range extra {
 		if sub, ok := v.(map[string]any); ok {
@@ -335,6 +342,11 @@ func (b *botProcess) start(env ...string) {
 // URL is the bot's appservice endpoint.
 func (b *botProcess) URL() string {
 	return fmt.Sprintf("http://127.0.0.1:%d", b.port)
+}
+
+// MetricsURL is where the bot serves /metrics.
+func (b *botProcess) MetricsURL() string {
+	return fmt.Sprintf("http://127.0.0.1:%d", b.w.metricsPort)
 }
 
 // stop sends SIGTERM and waits for a clean exit.

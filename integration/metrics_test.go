@@ -18,7 +18,7 @@ import (
 // scrape reads the bot's /metrics and returns the value of the first sample matching name{labels}.
 func scrape(t *testing.T, bot *botProcess, sample string) float64 {
 	t.Helper()
-	resp, err := http.Get(bot.URL() + "/metrics")
+	resp, err := http.Get(bot.MetricsURL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

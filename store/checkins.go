@@ -37,8 +37,11 @@ type CheckIn struct {
 	PatientID   id.UserID
 	RecordedBy  id.UserID
 	Source      string
-	EffectiveAt time.Time // when the patient reported it (the event's timestamp), UTC
+	EffectiveAt time.Time // when the patient reported it (the event's claimed time or its receive time), UTC
 	CreatedAt   time.Time
+	// ClaimedAt is the time the event claims (origin_server_ts) and ReceivedAt when caseroom received it; stored by
+	// Create (when ClaimedAt is set) but not read back by the queries that list check-ins.
+	ClaimedAt, ReceivedAt time.Time
 
 	Version int
 	Status  string
@@ -66,6 +69,17 @@ func (q *CheckInQuery) Create(ctx context.Context, c *CheckIn) error {
 		return fmt.Errorf("failed to store check-in: %w", err)
 	}
 	c.CreatedAt = now
+	if !c.ClaimedAt.IsZero() {
+		received := c.ReceivedAt
+		if received.IsZero() {
+			received = now
+		}
+		_, err = q.db.Exec(ctx, `INSERT INTO checkin_times (checkin_id, claimed_at, received_at) VALUES ($1, $2, $3)`,
+			c.ID, c.ClaimedAt.UnixMilli(), received.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("failed to store check-in times: %w", err)
+		}
+	}
 	c.Version, c.Status, c.VersionEventID, c.VersionAuthor = 0, StatusFinal, c.EventID, c.RecordedBy
 	return q.addVersion(ctx, c, StatusFinal, c.EventID, c.RecordedBy)
 }
@@ -125,6 +139,19 @@ func (q *CheckInQuery) ByEvent(ctx context.Context, eventID id.EventID) (*CheckI
 		return nil, nil
 	}
 	return c, err
+}
+
+// Times returns the time a check-in's event claimed and the time caseroom received it (zero for check-ins recorded
+// before both were kept).
+func (q *CheckInQuery) Times(ctx context.Context, checkInID int64) (claimed, received time.Time, err error) {
+	var c, r int64
+	err = q.db.QueryRow(ctx, `SELECT claimed_at, received_at FROM checkin_times WHERE checkin_id = $1`, checkInID).Scan(&c, &r)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, time.Time{}, nil
+	} else if err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	return time.UnixMilli(c).UTC(), time.UnixMilli(r).UTC(), nil
 }
 
 // HasVersionEvent reports whether an event (an edit or a redaction) already made a version.

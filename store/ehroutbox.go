@@ -152,15 +152,17 @@ type OutboxStats struct {
 	OldestPending            time.Time
 }
 
-// Stats counts pending, dead and delivered items.
-func (q *EHROutboxQuery) Stats(ctx context.Context) (s OutboxStats, err error) {
-	var oldest int64
-	err = q.db.QueryRow(ctx, `SELECT
+const outboxStatsQuery = `SELECT
 		COALESCE(SUM(CASE WHEN delivered_at IS NULL AND dead_at IS NULL THEN 1 ELSE 0 END), 0),
 		COALESCE(SUM(CASE WHEN dead_at IS NOT NULL THEN 1 ELSE 0 END), 0),
 		COALESCE(SUM(CASE WHEN delivered_at IS NOT NULL THEN 1 ELSE 0 END), 0),
 		COALESCE(MIN(CASE WHEN delivered_at IS NULL AND dead_at IS NULL THEN created_at END), 0)
-		FROM ehr_outbox`).Scan(&s.Pending, &s.Dead, &s.Delivered, &oldest)
+		FROM ehr_outbox`
+
+// Stats counts pending, dead and delivered items.
+func (q *EHROutboxQuery) Stats(ctx context.Context) (s OutboxStats, err error) {
+	var oldest int64
+	err = q.db.QueryRow(ctx, outboxStatsQuery).Scan(&s.Pending, &s.Dead, &s.Delivered, &oldest)
 	if oldest != 0 {
 		s.OldestPending = time.UnixMilli(oldest)
 	}

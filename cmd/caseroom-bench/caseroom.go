@@ -114,6 +114,8 @@ func writeCaseroomConfig(dir, hsURL, domain string, db *database, ehrURL string)
 			"pickle_key": random.String(64),
 		},
 		"ehr": map[string]any{"url": ehrURL, "timeout": "10s"},
+		// On the appservice listener, so that no fixed port can collide.
+		"metrics": map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)},
 	}
 	out, err := yaml.Marshal(doc)
 	if err != nil {

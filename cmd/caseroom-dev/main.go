@@ -587,6 +587,8 @@ func devConfig(p ports, serverName, dataDir string) ([]byte, error) {
 		{[]string{"logging", "level"}, "info"},
 		{[]string{"logging", "format"}, "pretty"},
 		{[]string{"ehr", "url"}, ehrURL(p.EHR)},
+		// On the appservice listener: a second development setup (or a test's) would collide on a fixed port.
+		{[]string{"metrics", "listen"}, appservice},
 	}
 	example := config.Example()
 	var doc yaml.Node
