@@ -67,7 +67,7 @@ func lines(s string) []string {
 // block) and bidi controls are neutralised.
 func Markdown(s string) string {
 	var sb strings.Builder
-	for i, line := range lines(Neutralise(s)) {
+	for i, line := range lines(strings.TrimRight(Neutralise(s), "\r\n")) {
 		if i > 0 {
 			sb.WriteString("\\\n")
 		}

@@ -95,6 +95,13 @@ func TestBidiControlsAreShownVisibly(t *testing.T) {
 	}
 }
 
+func TestMarkdownTrailingLineBreakLeavesNoBackslash(t *testing.T) {
+	content := safetext.Render("* Note: " + safetext.Markdown("worse\n\n") + "\n* next\n")
+	if strings.Contains(content.Body, "\\") || strings.Contains(content.FormattedBody, "\\") {
+		t.Errorf("stray backslash: %q / %q", content.Body, content.FormattedBody)
+	}
+}
+
 func TestHTMLKeepsLineBreaksAndEscapes(t *testing.T) {
 	got := safetext.HTML("a <b>&\r\nc\n\nd")
 	if want := "a &lt;b&gt;&amp;<br>c<br><br>d"; got != want {
