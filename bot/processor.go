@@ -474,8 +474,11 @@ func (b *Bot) reportSendFailure(ctx context.Context, out *store.Outgoing, sendEr
 		"or one page at a time).", why))
 	msg.MsgType = event.MsgNotice
 	msg.Mentions = &event.Mentions{}
-	if out.CauseEventID != "" {
-		msg.RelatesTo = &event.RelatesTo{InReplyTo: &event.InReplyTo{EventID: out.CauseEventID}}
+	// Where the lost answer replied to the command (in this room), the report does too; a notice caused by an
+	// event in another room (e.g. a case-room summary of a check-in) is not a reply.
+	var lost event.MessageEventContent
+	if json.Unmarshal(out.Content, &lost) == nil && lost.RelatesTo.GetReplyTo() != "" {
+		msg.RelatesTo = &event.RelatesTo{InReplyTo: &event.InReplyTo{EventID: lost.RelatesTo.GetReplyTo()}}
 	}
 	content := &event.Content{Parsed: &msg, Raw: map[string]any{sendFailedMarker: out.Seq}}
 	_, err := b.Store.Outgoing.Add(ctx, out.RoomID, event.EventMessage, content, out.CauseEventID)
