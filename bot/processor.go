@@ -1,10 +1,12 @@
 package bot
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/caseroom/caseroom/internal/safetext"
 	"github.com/caseroom/caseroom/store"
 )
 
@@ -460,7 +463,56 @@ func (b *Bot) sendOutgoing(ctx context.Context, out *store.Outgoing) error {
 	}
 	b.Metrics.MessagesSent.WithLabelValues("failed").Inc()
 	log.Err(err).Str("type", out.Type.Type).Msg("Homeserver refused message, giving up on it")
-	return b.Store.Outgoing.MarkFailed(ctx, out.Seq, errorCode(err))
+	return b.Store.DB.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if err := b.Store.Outgoing.MarkFailed(ctx, out.Seq, errorCode(err)); err != nil {
+			return err
+		}
+		return b.reportSendFailure(ctx, out, err)
+	})
+}
+
+// sendFailedMarker is a key in the content of a send-failure report, so that a report that fails in turn is not
+// reported again.
+const sendFailedMarker = "org.caseroom.send_failed"
+
+// reportSendFailure tells the room that an answer the homeserver refused for good did not arrive, and audits it as
+// send-failed against the event that caused the answer (the command's own audit row stays as it was: it says what
+// the command did; this row says its answer was lost). The report is a few hundred bytes, so it cannot fail for the
+// same reason; if it fails anyway, it is audited but not reported again.
+func (b *Bot) reportSendFailure(ctx context.Context, out *store.Outgoing, sendErr error) error {
+	code := errorCode(sendErr)
+	report := bytes.Contains(out.Content, []byte(sendFailedMarker))
+	detail := fmt.Sprintf("outgoing %d (%s) refused: %s", out.Seq, out.Type.Type, code)
+	if report {
+		detail = fmt.Sprintf("send-failure report %d refused: %s", out.Seq, code)
+	}
+	if err := b.Store.Audit.Add(ctx, &store.AuditEntry{Actor: b.BotID(), Action: "send-failed", Outcome: "send-failed",
+		RoomID: out.RoomID, EventID: out.CauseEventID, Detail: detail}); err != nil {
+		return err
+	}
+	if report || out.Type != event.EventMessage && out.Type != event.EventUnstablePollStart {
+		return nil // reactions, redactions and state are not answers; the audit row is enough
+	}
+	why := fmt.Sprintf("the homeserver refused it (`%s`)", code)
+	var httpErr mautrix.HTTPError
+	if errors.As(sendErr, &httpErr) && (httpErr.IsStatus(http.StatusRequestEntityTooLarge) ||
+		httpErr.RespError != nil && httpErr.RespError.ErrCode == "M_TOO_LARGE") {
+		why = "it was too large for the homeserver (the limit is 64 KiB)"
+	}
+	msg := safetext.Render(fmt.Sprintf("⚠️ I could not deliver my answer to this message: %s. "+
+		"What it says was done is done; only the answer is missing. Please ask again for less (e.g. a shorter period, "+
+		"or one page at a time).", why))
+	msg.MsgType = event.MsgNotice
+	msg.Mentions = &event.Mentions{}
+	// Where the lost answer replied to the command (in this room), the report does too; a notice caused by an
+	// event in another room (e.g. a case-room summary of a check-in) is not a reply.
+	var lost event.MessageEventContent
+	if json.Unmarshal(out.Content, &lost) == nil && lost.RelatesTo.GetReplyTo() != "" {
+		msg.RelatesTo = &event.RelatesTo{InReplyTo: &event.InReplyTo{EventID: lost.RelatesTo.GetReplyTo()}}
+	}
+	content := &event.Content{Parsed: &msg, Raw: map[string]any{sendFailedMarker: out.Seq}}
+	_, err := b.Store.Outgoing.Add(ctx, out.RoomID, event.EventMessage, content, out.CauseEventID)
+	return err
 }
 
 func (b *Bot) noteFailure(seq int64) int {

@@ -13,6 +13,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/caseroom/caseroom/care"
+	"github.com/caseroom/caseroom/internal/safetext"
 	"github.com/caseroom/caseroom/store"
 )
 
@@ -232,7 +233,7 @@ func promptContent(due time.Time, late bool, patients []*store.CasePatient) *eve
 	if late {
 		text += fmt.Sprintf("\n\nThis reminder was due at %s; I could not send it in time.", formatTime(due))
 	}
-	content := format.RenderMarkdown(text, true, false)
+	content := safetext.Render(text)
 	// m.text, not m.notice: the patient should be notified, and clients' default push rules silence notices.
 	content.MsgType = event.MsgText
 	content.Mentions = &event.Mentions{}
@@ -325,7 +326,7 @@ func missedContent(r *store.Reminder, p *store.ReminderPrompt, patients []*store
 	}
 	text := fmt.Sprintf("⏰ **Missed check-in:** no check-in from %s within %s of the prompt of reminder #%d (%s) at %s.",
 		from, FormatDuration(p.CheckAt.Sub(p.SentAt)), r.Number, format.SafeMarkdownCode(r.Schedule), formatTime(p.SentAt.In(zone)))
-	content := format.RenderMarkdown(text, true, false)
+	content := safetext.Render(text)
 	content.MsgType = event.MsgNotice
 	content.Mentions = &event.Mentions{}
 	return &content
@@ -413,7 +414,7 @@ func EscalationContent(a *store.Alert, team []id.UserID, waited time.Duration) *
 func writeCrossings(sb *strings.Builder, crossings string) {
 	for _, line := range strings.Split(crossings, "\n") {
 		if line = strings.TrimSpace(line); line != "" {
-			fmt.Fprintf(sb, "* %s\n", format.EscapeMarkdown(line))
+			fmt.Fprintf(sb, "* %s\n", safetext.Markdown(line))
 		}
 	}
 }
@@ -429,7 +430,7 @@ func mentionList(users []id.UserID) string {
 // mentionNotice is an alert for the care team. It is sent as m.text, not m.notice: the mentioned people must be
 // notified, and clients' default push rules (.m.rule.suppress_notices) silence notices whatever they mention.
 func mentionNotice(markdown string, users []id.UserID, room bool) *event.MessageEventContent {
-	content := format.RenderMarkdown(markdown, true, false)
+	content := safetext.Render(markdown)
 	content.MsgType = event.MsgText
 	content.Mentions = &event.Mentions{Room: room}
 	for _, u := range users {

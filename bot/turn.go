@@ -2,13 +2,16 @@ package bot
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/caseroom/caseroom/care"
+	"github.com/caseroom/caseroom/internal/safetext"
 )
 
 // Turn is the processing of one inbox event. Handlers read what they need, make idempotent Matrix calls, and
@@ -60,10 +63,52 @@ func (t *Turn) SendTracked(roomID id.RoomID, evtType event.Type, content any, on
 }
 
 // Reply queues an m.notice reply to the turn's event. markdown is rendered; callers must escape user text in it
-// (format.EscapeMarkdown, format.SafeMarkdownCode).
+// (safetext.Markdown for text, format.SafeMarkdownCode for identifiers and values).
+//
+// An answer larger than AnswerBytes is sent as several replies ("part 1 of 3"), split between lines, so that the
+// homeserver's event size limit never swallows it.
 func (t *Turn) Reply(markdown string) {
-	content := format.RenderMarkdown(markdown, true, false)
-	t.ReplyContent(&content)
+	content := safetext.Render(markdown)
+	if len(content.Body)+len(content.FormattedBody) <= AnswerBytes {
+		t.ReplyContent(&content)
+		return
+	}
+	parts := splitMarkdown(markdown, AnswerBytes/3)
+	for i, part := range parts {
+		content := safetext.Render(fmt.Sprintf("%s\n\n(part %d of %d)", part, i+1, len(parts)))
+		t.ReplyContent(&content)
+	}
+}
+
+// splitMarkdown cuts markdown between lines into parts of at most limit bytes (a longer line is cut between
+// characters). Rendered, a part is at most about three times its Markdown (body plus HTML with escapes).
+func splitMarkdown(markdown string, limit int) []string {
+	var parts []string
+	var cur strings.Builder
+	flush := func() {
+		if strings.TrimSpace(cur.String()) != "" {
+			parts = append(parts, strings.TrimRight(cur.String(), "\n"))
+		}
+		cur.Reset()
+	}
+	for _, line := range strings.SplitAfter(markdown, "\n") {
+		for len(line) > limit {
+			cut := limit
+			for cut > 0 && !utf8.RuneStart(line[cut]) {
+				cut--
+			}
+			flush()
+			cur.WriteString(line[:cut])
+			flush()
+			line = line[cut:]
+		}
+		if cur.Len()+len(line) > limit {
+			flush()
+		}
+		cur.WriteString(line)
+	}
+	flush()
+	return parts
 }
 
 // ReplyContent queues a prepared message as a reply to the turn's event, in the event's thread if it has one.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/caseroom/caseroom/bot"
 	"github.com/caseroom/caseroom/care"
+	"github.com/caseroom/caseroom/internal/safetext"
 	"github.com/caseroom/caseroom/store"
 )
 
@@ -144,10 +145,10 @@ func raiseAlert(ctx context.Context, call *Call, c *store.Case, record *store.Ch
 func thresholdErr(call *Call, err error) {
 	var msgs []string
 	for _, fe := range care.FieldErrors(err) {
-		msgs = append(msgs, format.EscapeMarkdown(fe.Error()))
+		msgs = append(msgs, safetext.Markdown(fe.Error()))
 	}
 	if len(msgs) == 0 {
-		msgs = append(msgs, format.EscapeMarkdown(err.Error()))
+		msgs = append(msgs, safetext.Markdown(err.Error()))
 	}
 	call.Usage("%s. Write a vital, a comparison and a number, e.g. `spo2<88`, `hr>130`, `temp>=38C` or `bp.sys>=170`.",
 		strings.Join(msgs, "; "))
@@ -333,7 +334,7 @@ func runAck(ctx context.Context, call *Call) error {
 		if !alert.EscalatedAt.IsZero() {
 			what = "it had already been escalated"
 		}
-		msg := fmt.Sprintf("Acknowledged alert #%d (%s); %s.", alert.Number, format.EscapeMarkdown(strings.ReplaceAll(alert.Crossings, "\n", "; ")), what)
+		msg := fmt.Sprintf("Acknowledged alert #%d (%s); %s.", alert.Number, safetext.Markdown(strings.ReplaceAll(alert.Crossings, "\n", "; ")), what)
 		if len(others) > 0 {
 			nums := make([]string, len(others))
 			for i, a := range others {

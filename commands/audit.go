@@ -3,7 +3,6 @@ package commands
 import (
 	"context"
 	"fmt"
-	"html"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/caseroom/caseroom/internal/safetext"
 	"github.com/caseroom/caseroom/store"
 )
 
@@ -148,7 +148,7 @@ func runAdminAudit(ctx context.Context, call *Call) error {
 		if what == "" {
 			call.Reply("No audit entries yet.")
 		} else {
-			call.Reply(fmt.Sprintf("No audit entries %s.", format.EscapeMarkdown(what)))
+			call.Reply(fmt.Sprintf("No audit entries %s.", safetext.Markdown(what)))
 		}
 		return nil
 	}
@@ -176,7 +176,7 @@ func auditTable(call *Call, entries []*store.AuditEntry, what string, more bool)
 	if what != "" {
 		title = fmt.Sprintf("Audit log %s (%d entries, newest first)", what, len(entries))
 	}
-	fmt.Fprintf(&h, "<p><strong>%s</strong></p>", html.EscapeString(title))
+	fmt.Fprintf(&h, "<p><strong>%s</strong></p>", safetext.HTML(title))
 	plain.WriteString(title + "\n")
 	h.WriteString("<table><thead><tr><th>Time</th><th>Actor</th><th>Action</th><th>Outcome</th><th>Case</th><th>Room</th><th>Event</th></tr></thead><tbody>")
 	for _, e := range entries {
@@ -188,9 +188,9 @@ func auditTable(call *Call, entries []*store.AuditEntry, what string, more bool)
 		h.WriteString("<tr>")
 		for i, cell := range cells {
 			if i == 1 || i >= 5 {
-				fmt.Fprintf(&h, "<td><code>%s</code></td>", html.EscapeString(cell))
+				fmt.Fprintf(&h, "<td><code>%s</code></td>", safetext.HTML(cell))
 			} else {
-				fmt.Fprintf(&h, "<td>%s</td>", html.EscapeString(cell))
+				fmt.Fprintf(&h, "<td>%s</td>", safetext.HTML(cell))
 			}
 		}
 		h.WriteString("</tr>")
@@ -199,7 +199,7 @@ func auditTable(call *Call, entries []*store.AuditEntry, what string, more bool)
 	h.WriteString("</tbody></table>")
 	if more {
 		note := fmt.Sprintf("Only the newest %d are shown; narrow them down with @user:server, case <id> or since <duration>.", auditPageSize)
-		fmt.Fprintf(&h, "<p>%s</p>", html.EscapeString(note))
+		fmt.Fprintf(&h, "<p>%s</p>", safetext.HTML(note))
 		plain.WriteString("\n\n" + note)
 	}
 	return &event.MessageEventContent{MsgType: event.MsgNotice, Body: plain.String(), Format: event.FormatHTML, FormattedBody: h.String()}

@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/caseroom/caseroom/bot"
+	"github.com/caseroom/caseroom/internal/safetext"
 	"github.com/caseroom/caseroom/store"
 )
 
@@ -161,9 +162,9 @@ func storeNewCase(call *Call, c *store.Case, team []id.UserID) error {
 		}
 		call.Done(c.ID, "Case #%d **%s** is open (%s).\n\n* Case room (care team only): %s\n* Patient room: %s\n\n"+
 			"You are on the care team. Add colleagues with `/team add` and the patient with `/patient invite`, in the case room.",
-			c.ID, format.EscapeMarkdown(c.Title), identity, roomLink(c.CaseRoomID), roomLink(c.PatientRoomID))
+			c.ID, safetext.Markdown(c.Title), identity, roomLink(c.CaseRoomID), roomLink(c.PatientRoomID))
 		call.Send(c.CaseRoomID, event.EventMessage, notice(fmt.Sprintf("**Case #%d: %s**\n\nThis is the case room: only the care team "+
-			"is here. Type `/help` to see what you can do.", c.ID, format.EscapeMarkdown(c.Title))))
+			"is here. Type `/help` to see what you can do.", c.ID, safetext.Markdown(c.Title))))
 		call.Send(c.PatientRoomID, event.EventMessage, notice("Welcome to your patient room. Your care team is here to answer "+
 			"questions and check in with you. Type `/help` to see what you can do."))
 		return nil
@@ -249,7 +250,7 @@ func runCaseInfo(ctx context.Context, call *Call) error {
 		return err
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "**Case #%d: %s**\n\n", c.ID, format.EscapeMarkdown(c.Title))
+	fmt.Fprintf(&sb, "**Case #%d: %s**\n\n", c.ID, safetext.Markdown(c.Title))
 	status := "open"
 	if !c.Open() {
 		status = fmt.Sprintf("closed by %s on %s", format.SafeMarkdownCode(c.ClosedBy.String()), call.When(c.ClosedAt))
@@ -304,7 +305,7 @@ func runCaseList(ctx context.Context, call *Call) error {
 		if !c.Open() {
 			status = "closed"
 		}
-		fmt.Fprintf(&sb, "* #%d **%s** — %s, opened %s — %s\n", c.ID, format.EscapeMarkdown(c.Title), status, call.When(c.CreatedAt), roomLink(c.CaseRoomID))
+		fmt.Fprintf(&sb, "* #%d **%s** — %s, opened %s — %s\n", c.ID, safetext.Markdown(c.Title), status, call.When(c.CreatedAt), roomLink(c.CaseRoomID))
 	}
 	call.Audit("read:cases", "ok", 0, fmt.Sprintf("%d cases", len(cases)))
 	call.Reply(sb.String())
@@ -349,7 +350,7 @@ func formatTeam(team []*store.TeamMember) string {
 	for _, m := range team {
 		fmt.Fprintf(&sb, "* %s", format.SafeMarkdownCode(m.UserID.String()))
 		if m.Label != "" {
-			fmt.Fprintf(&sb, " — %s", format.EscapeMarkdown(m.Label))
+			fmt.Fprintf(&sb, " — %s", safetext.Markdown(m.Label))
 		}
 		sb.WriteString("\n")
 	}
@@ -421,7 +422,7 @@ func labelSuffix(label string) string {
 	if label == "" {
 		return ""
 	}
-	return " as " + format.EscapeMarkdown(label)
+	return " as " + safetext.Markdown(label)
 }
 
 func runTeamRemove(ctx context.Context, call *Call) error {
@@ -586,11 +587,11 @@ func roomKindName(c *store.Case, roomID id.RoomID) string {
 }
 
 func roomLink(roomID id.RoomID) string {
-	return fmt.Sprintf("[%s](%s)", format.EscapeMarkdown(roomID.String()), roomID.URI().MatrixToURL())
+	return fmt.Sprintf("[%s](%s)", safetext.Markdown(roomID.String()), roomID.URI().MatrixToURL())
 }
 
 func notice(markdown string) *event.MessageEventContent {
-	content := format.RenderMarkdown(markdown, true, false)
+	content := safetext.Render(markdown)
 	content.MsgType = event.MsgNotice
 	content.Mentions = &event.Mentions{}
 	return &content

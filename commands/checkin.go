@@ -15,6 +15,7 @@ import (
 
 	"github.com/caseroom/caseroom/bot"
 	"github.com/caseroom/caseroom/care"
+	"github.com/caseroom/caseroom/internal/safetext"
 	"github.com/caseroom/caseroom/store"
 )
 
@@ -101,10 +102,10 @@ func checkInErrors(call *Call, err error) {
 	sb.WriteString("⛔ Nothing was stored:\n\n")
 	fieldErrs := care.FieldErrors(err)
 	for _, fe := range fieldErrs {
-		fmt.Fprintf(&sb, "* %s\n", format.EscapeMarkdown(fe.Error()))
+		fmt.Fprintf(&sb, "* %s\n", safetext.Markdown(fe.Error()))
 	}
 	if len(fieldErrs) == 0 {
-		fmt.Fprintf(&sb, "* %s\n", format.EscapeMarkdown(err.Error()))
+		fmt.Fprintf(&sb, "* %s\n", safetext.Markdown(err.Error()))
 	}
 	sb.WriteString("\nPlease send the check-in again with the values corrected, e.g. `/checkin bp=120/80 hr=72 feeling better`.")
 	call.Fail("invalid", "%s", sb.String())
@@ -175,7 +176,7 @@ func restate(c *store.CheckIn) string {
 		fmt.Fprintf(&sb, "* %s\n", v.Format())
 	}
 	if c.Note != "" {
-		fmt.Fprintf(&sb, "* Note: %s\n", format.EscapeMarkdown(c.Note))
+		fmt.Fprintf(&sb, "* Note: %s\n", safetext.Markdown(c.Note))
 	}
 	return sb.String()
 }
@@ -212,7 +213,7 @@ func caseRoomSummary(call *Call, c *store.CheckIn, previous []*store.CheckIn, li
 		fmt.Fprintf(&sb, "* %s%s%s\n", v.Format(), change(v, previous), flags(v, limits))
 	}
 	if c.Note != "" {
-		fmt.Fprintf(&sb, "* Note: %s\n", format.EscapeMarkdown(c.Note))
+		fmt.Fprintf(&sb, "* Note: %s\n", safetext.Markdown(c.Note))
 	}
 	return sb.String()
 }
@@ -265,11 +266,22 @@ func trimFloat(x float64) string {
 
 var sinceRe = regexp.MustCompile(`^since\s+(\d+)\s*([hdw])$`)
 
+var pageRe = regexp.MustCompile(`^(.*?)\s*\bpage\s+(\d+)$`)
+
 func runCheckIns(ctx context.Context, call *Call) error {
 	c := call.Room.Case
 	filter := store.CheckInFilter{CaseID: c.ID, Since: time.Now().Add(-7 * 24 * time.Hour)}
 	span := "in the last 7 days"
-	arg := strings.ToLower(strings.TrimSpace(call.Str("range")))
+	arg := strings.Join(strings.Fields(strings.ToLower(call.Str("range"))), " ")
+	page := 1
+	if m := pageRe.FindStringSubmatch(arg); m != nil {
+		n, err := strconv.Atoi(m[2])
+		if err != nil || n < 1 {
+			call.Usage("The page must be a number from 1, got %s.", format.SafeMarkdownCode(m[2]))
+			return nil
+		}
+		arg, page = m[1], n
+	}
 	if n, err := strconv.Atoi(arg); err == nil {
 		if n < 1 || n > 100 {
 			call.Usage("The number of check-ins must be between 1 and 100, got %d.", n)
@@ -286,7 +298,8 @@ func runCheckIns(ctx context.Context, call *Call) error {
 		filter.Since = time.Now().Add(-time.Duration(n) * unit)
 		span = "since " + call.When(filter.Since)
 	} else if arg != "" {
-		call.Usage("Give a number of check-ins (e.g. `5`) or a period (e.g. `since 3d`, `since 12h`, `since 2w`), not %s.", format.SafeMarkdownCode(arg))
+		call.Usage("Give a number of check-ins (e.g. `5`) or a period (e.g. `since 3d`, `since 12h`, `since 2w`), "+
+			"optionally with a page (e.g. `since 52w page 2`), not %s.", format.SafeMarkdownCode(arg))
 		return nil
 	}
 	if call.Room.Kind == RoomPatient && call.Room.IsPatient {
@@ -296,8 +309,8 @@ func runCheckIns(ctx context.Context, call *Call) error {
 	if err != nil {
 		return err
 	}
-	call.Audit("read:checkins", "ok", c.ID, fmt.Sprintf("%d check-ins", len(list)))
 	if len(list) == 0 {
+		call.Audit("read:checkins", "ok", c.ID, "0 check-ins")
 		call.Reply(fmt.Sprintf("No check-ins %s.", span))
 		return nil
 	}
@@ -305,12 +318,30 @@ func runCheckIns(ctx context.Context, call *Call) error {
 	if err != nil {
 		return err
 	}
-	call.ReplyContent(checkInTable(call, list, limits))
+	pages := checkInPages(call, list, limits, bot.AnswerBytes)
+	if page > len(pages) {
+		call.Fail("refused:no-such-page", "⛔ There is no page %d: the answer has %d page(s). Ask for %s.", page, len(pages),
+			format.SafeMarkdownCode(checkInsPageCommand(arg, len(pages))))
+		return nil
+	}
+	call.Audit("read:checkins", "ok", c.ID, fmt.Sprintf("%d check-ins, page %d of %d", len(list), page, len(pages)))
+	call.ReplyContent(checkInTable(call, list, pages[page-1], page, len(pages), arg, limits))
 	return nil
 }
 
-// checkInTable renders check-ins (newest first) as an HTML table with a plain-text body.
-func checkInTable(call *Call, list []*store.CheckIn, limits []care.Threshold) *event.MessageEventContent {
+// checkInsPageCommand is the command that shows page n of the same check-ins.
+func checkInsPageCommand(arg string, n int) string {
+	if arg == "" {
+		return fmt.Sprintf("/checkins page %d", n)
+	}
+	return fmt.Sprintf("/checkins %s page %d", arg, n)
+}
+
+// checkInRow is one check-in rendered for the table: its HTML row and its plain-text line.
+type checkInRow struct{ html, plain string }
+
+// checkInKinds are the kinds of reading any of the check-ins has, in the usual order.
+func checkInKinds(list []*store.CheckIn) []care.Kind {
 	var kinds []care.Kind
 	for _, k := range care.Kinds() {
 		for _, c := range list {
@@ -320,17 +351,17 @@ func checkInTable(call *Call, list []*store.CheckIn, limits []care.Threshold) *e
 			}
 		}
 	}
-	var html, plain strings.Builder
-	fmt.Fprintf(&html, "<p><strong>Check-ins</strong> (%d, newest first)</p><table><thead><tr><th>When</th>", len(list))
-	fmt.Fprintf(&plain, "Check-ins (%d, newest first)\n", len(list))
-	for _, k := range kinds {
-		fmt.Fprintf(&html, "<th>%s</th>", k.Label())
-	}
-	html.WriteString("<th>Note</th></tr></thead><tbody>")
+	return kinds
+}
+
+// checkInRows renders every check-in of list (newest first); changes are from the next older one in list.
+func checkInRows(call *Call, list []*store.CheckIn, kinds []care.Kind, limits []care.Threshold) []checkInRow {
+	rows := make([]checkInRow, len(list))
 	for i, c := range list {
 		older := list[i+1:]
-		fmt.Fprintf(&html, "<tr><td>%s%s</td>", call.When(c.EffectiveAt), escapeHTML(statusMark(c)))
-		fmt.Fprintf(&plain, "\n%s%s:", call.When(c.EffectiveAt), statusMark(c))
+		var html, plain strings.Builder
+		fmt.Fprintf(&html, "<tr><td>%s%s</td>", call.When(c.EffectiveAt), safetext.HTML(statusMark(c)))
+		fmt.Fprintf(&plain, "\n%s%s:", call.When(c.EffectiveAt), safetext.Plain(statusMark(c)))
 		for _, k := range kinds {
 			cell := ""
 			for _, v := range c.Values {
@@ -339,14 +370,69 @@ func checkInTable(call *Call, list []*store.CheckIn, limits []care.Threshold) *e
 					fmt.Fprintf(&plain, " %s%s%s;", v.Format(), change(v, older), flags(v, limits))
 				}
 			}
-			fmt.Fprintf(&html, "<td>%s</td>", format.RenderMarkdown(cell, true, false).FormattedBody)
+			fmt.Fprintf(&html, "<td>%s</td>", safetext.Render(cell).FormattedBody)
 		}
-		fmt.Fprintf(&html, "<td>%s</td></tr>", escapeHTML(c.Note))
+		fmt.Fprintf(&html, "<td>%s</td></tr>", safetext.HTML(c.Note))
 		if c.Note != "" {
-			fmt.Fprintf(&plain, " note: %s", c.Note)
+			fmt.Fprintf(&plain, " note: %s", safetext.Plain(c.Note))
 		}
+		rows[i] = checkInRow{html: html.String(), plain: plain.String()}
+	}
+	return rows
+}
+
+// checkInPageOverhead is room for the heading, the table's head and the page line of an answer.
+const checkInPageOverhead = 1024
+
+// checkInPages splits the check-ins into pages whose answer stays under budget bytes (body and formatted_body
+// together): each page is a range [from, to) of list. A check-in is never split; one alone on a page always fits
+// (a note has at most care.MaxNoteLength characters).
+func checkInPages(call *Call, list []*store.CheckIn, limits []care.Threshold, budget int) [][2]int {
+	rows := checkInRows(call, list, checkInKinds(list), limits)
+	var pages [][2]int
+	from, size := 0, checkInPageOverhead
+	for i, r := range rows {
+		n := len(r.html) + len(r.plain)
+		if i > from && size+n > budget {
+			pages = append(pages, [2]int{from, i})
+			from, size = i, checkInPageOverhead
+		}
+		size += n
+	}
+	return append(pages, [2]int{from, len(rows)})
+}
+
+// checkInTable renders one page of check-ins (newest first) as an HTML table with a plain-text body. User text
+// (notes) is escaped with its line breaks kept; the body holds the same words as the table.
+func checkInTable(call *Call, list []*store.CheckIn, rng [2]int, page, pages int, arg string, limits []care.Threshold) *event.MessageEventContent {
+	shown := list[rng[0]:rng[1]]
+	kinds := checkInKinds(shown)
+	// Changes are computed against the whole list, so the first row of page 2 still shows its change.
+	rows := checkInRows(call, list[rng[0]:], kinds, limits)[:len(shown)]
+	var html, plain strings.Builder
+	pageNote := ""
+	if pages > 1 {
+		pageNote = fmt.Sprintf("; page %d of %d", page, pages)
+	}
+	fmt.Fprintf(&html, "<p><strong>Check-ins</strong> (%d, newest first%s)</p><table><thead><tr><th>When</th>", len(list), pageNote)
+	fmt.Fprintf(&plain, "Check-ins (%d, newest first%s)\n", len(list), pageNote)
+	for _, k := range kinds {
+		fmt.Fprintf(&html, "<th>%s</th>", k.Label())
+	}
+	html.WriteString("<th>Note</th></tr></thead><tbody>")
+	for _, r := range rows {
+		html.WriteString(r.html)
+		plain.WriteString(r.plain)
 	}
 	html.WriteString("</tbody></table>")
+	if page < pages {
+		next := checkInsPageCommand(arg, page+1)
+		fmt.Fprintf(&html, "<p>Page %d of %d; <code>%s</code> for more.</p>", page, pages, safetext.HTML(next))
+		fmt.Fprintf(&plain, "\n\nPage %d of %d; `%s` for more.", page, pages, next)
+	} else if pages > 1 {
+		fmt.Fprintf(&html, "<p>Page %d of %d (the last).</p>", page, pages)
+		fmt.Fprintf(&plain, "\n\nPage %d of %d (the last).", page, pages)
+	}
 	return &event.MessageEventContent{MsgType: event.MsgNotice, Body: plain.String(), Format: event.FormatHTML, FormattedBody: html.String()}
 }
 
@@ -367,10 +453,6 @@ func hasKind(c *store.CheckIn, k care.Kind) bool {
 		}
 	}
 	return false
-}
-
-func escapeHTML(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "'", "&#39;").Replace(s)
 }
 
 // handleCheckInEdit records an edit of a check-in message as an amendment: a new version, the original kept.

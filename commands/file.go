@@ -177,13 +177,18 @@ func filedMessage(evt *event.Event) store.FiledMessage {
 	return store.FiledMessage{EventID: evt.ID, Sender: evt.Sender, SentAt: evt.Timestamp, Text: filedText(evt)}
 }
 
-// filedText is the text of a message as it goes into the chart: the body without a reply fallback; attachments
-// are named, not included.
+// filedText is the text of a message as it goes into the chart: what readers saw (the formatted_body as text, with
+// link targets, when there is one; a sender can put other words in body), without a reply fallback; attachments are
+// named, not included.
 func filedText(evt *event.Event) string {
 	content := evt.Content.AsMessage()
 	body := strings.TrimSpace(content.Body)
 	if content.RelatesTo.GetReplyTo() != "" {
 		body = event.TrimReplyFallbackText(body)
+	}
+	if content.Format == event.FormatHTML && strings.TrimSpace(content.FormattedBody) != "" &&
+		(content.MsgType == event.MsgText || content.MsgType == event.MsgNotice || content.MsgType == event.MsgEmote) {
+		body = strings.TrimSpace(format.HTMLToText(event.TrimReplyFallbackHTML(content.FormattedBody)))
 	}
 	switch content.MsgType {
 	case event.MsgEmote:

@@ -38,6 +38,15 @@ func TestFiledText(t *testing.T) {
 		{"file with caption", `{"msgtype":"m.file","body":"Discharge letter","filename":"letter.pdf","url":"mxc://hs/y"}`,
 			"[file: letter.pdf] Discharge letter"},
 		{"location", `{"msgtype":"m.location","body":"Home","geo_uri":"geo:52.5,13.4"}`, "[location: Home geo:52.5,13.4]"},
+		// Readers see formatted_body: that is what is filed, even when the body says something else.
+		{"formatted body is what was seen", `{"msgtype":"m.text","body":"all fine","format":"org.matrix.custom.html",
+			"formatted_body":"<p>chest <b>pain</b> since noon, see <a href=\"https://x.example/a\">notes</a></p>"}`,
+			"chest **pain** since noon, see notes (https://x.example/a)"},
+		{"formatted reply fallback removed", `{"msgtype":"m.text","body":"> <@doc:hs> q\n\nhidden","format":"org.matrix.custom.html",
+			"formatted_body":"<mx-reply><blockquote>q</blockquote></mx-reply>worse <em>today</em>","m.relates_to":{"m.in_reply_to":{"event_id":"$q"}}}`,
+			"worse _today_"},
+		{"formatted emote", `{"msgtype":"m.emote","body":"is ok","format":"org.matrix.custom.html","formatted_body":"is <i>not</i> ok"}`,
+			"* is _not_ ok"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

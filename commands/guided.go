@@ -16,6 +16,7 @@ import (
 	"github.com/caseroom/caseroom/bot"
 	"github.com/caseroom/caseroom/care"
 	"github.com/caseroom/caseroom/config"
+	"github.com/caseroom/caseroom/internal/safetext"
 	"github.com/caseroom/caseroom/store"
 )
 
@@ -124,7 +125,7 @@ func runGuidedStart(ctx context.Context, call *Call) error {
 			return err
 		}
 		call.Done(c.ID, "📝 **%s**: %d questions, one at a time. Tap an answer in a poll or type it here as a message. "+
-			"Type `/checkin cancel` to stop.", format.EscapeMarkdown(qn.Title), len(qn.Questions))
+			"Type `/checkin cancel` to stop.", safetext.Markdown(qn.Title), len(qn.Questions))
 		askQuestion(call.Turn, call.Event.RoomID, qn.Questions, 0)
 		return nil
 	})
@@ -342,7 +343,7 @@ func finishGuided(ctx context.Context, turn *bot.Turn, c *store.Case, s *store.G
 		var sb strings.Builder
 		sb.WriteString("⛔ Nothing was recorded, the answers no longer pass the checks:\n\n")
 		for _, fe := range care.FieldErrors(err) {
-			fmt.Fprintf(&sb, "* %s\n", format.EscapeMarkdown(fe.Error()))
+			fmt.Fprintf(&sb, "* %s\n", safetext.Markdown(fe.Error()))
 		}
 		sb.WriteString("\nType `/checkin start` to begin again.")
 		tell(turn, viaPoll, sb.String())
@@ -369,10 +370,10 @@ func finishGuided(ctx context.Context, turn *bot.Turn, c *store.Case, s *store.G
 	}
 	turn.Outcome = "guided:completed"
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "✅ Recorded your %s at %s:\n\n", format.EscapeMarkdown(qn.Title), call.When(record.EffectiveAt))
+	fmt.Fprintf(&sb, "✅ Recorded your %s at %s:\n\n", safetext.Markdown(qn.Title), call.When(record.EffectiveAt))
 	for _, a := range answers {
 		q := qn.Questions[a.Question]
-		fmt.Fprintf(&sb, "* %s: %s\n", format.EscapeMarkdown(q.Label()), format.EscapeMarkdown(displayAnswer(q, a)))
+		fmt.Fprintf(&sb, "* %s: %s\n", safetext.Markdown(q.Label()), safetext.Markdown(displayAnswer(q, a)))
 	}
 	sb.WriteString("\nYour care team can see it. Thank you!")
 	tell(turn, viaPoll, sb.String())
@@ -484,12 +485,12 @@ func questionPoll(q config.QuestionConfig, i, total int) *pollStartContent {
 // questionMarkdown asks question i as a message: for typed questions, and to ask any question again.
 func questionMarkdown(q config.QuestionConfig, i, total int) string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "**Question %d of %d:** %s\n\n", i+1, total, format.EscapeMarkdown(q.Text))
+	fmt.Fprintf(&sb, "**Question %d of %d:** %s\n\n", i+1, total, safetext.Markdown(q.Text))
 	switch q.Type {
 	case config.QuestionChoice:
 		sb.WriteString("Tap an answer in the poll above, or type its number or text:\n\n")
 		for n, choice := range q.Choices {
-			fmt.Fprintf(&sb, "%d. %s\n", n+1, format.EscapeMarkdown(choice))
+			fmt.Fprintf(&sb, "%d. %s\n", n+1, safetext.Markdown(choice))
 		}
 		sb.WriteString("\n")
 	case config.QuestionScore:
@@ -555,7 +556,7 @@ func parseGuidedAnswer(q config.QuestionConfig, raw string, viaPoll bool, ranges
 			}
 		}
 		return guidedAnswerValue{}, answerError(fmt.Sprintf("%s is not one of the options; answer with a number from 1 to %d "+
-			"or the text of an option (%s)", shown, len(q.Choices), format.EscapeMarkdown(strings.Join(q.Choices, ", "))))
+			"or the text of an option (%s)", shown, len(q.Choices), safetext.Markdown(strings.Join(q.Choices, ", "))))
 	case config.QuestionScore:
 		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimRight(raw, "."), "/10"))
 		if err != nil || n < 0 || n > 10 {
@@ -565,7 +566,7 @@ func parseGuidedAnswer(q config.QuestionConfig, raw string, viaPoll bool, ranges
 		if kind := q.Kind(); kind != "" {
 			v, err := parseVital(kind, answer.text, ranges)
 			if err != nil {
-				return guidedAnswerValue{}, answerError(fmt.Sprintf("%s: %s", shown, format.EscapeMarkdown(err.Error())))
+				return guidedAnswerValue{}, answerError(fmt.Sprintf("%s: %s", shown, safetext.Markdown(err.Error())))
 			}
 			answer.value = &v
 		}
@@ -577,7 +578,7 @@ func parseGuidedAnswer(q config.QuestionConfig, raw string, viaPoll bool, ranges
 		kind := q.Kind()
 		v, err := parseVital(kind, raw, ranges)
 		if err != nil {
-			return guidedAnswerValue{}, answerError(fmt.Sprintf("%s: %s", shown, format.EscapeMarkdown(err.Error())))
+			return guidedAnswerValue{}, answerError(fmt.Sprintf("%s: %s", shown, safetext.Markdown(err.Error())))
 		}
 		return guidedAnswerValue{text: strings.TrimPrefix(v.Format(), kind.Label()+" "), value: &v}, nil
 	default:
@@ -587,7 +588,7 @@ func parseGuidedAnswer(q config.QuestionConfig, raw string, viaPoll bool, ranges
 		if err := (&care.CheckIn{Note: raw}).Validate(ranges); err != nil {
 			var why []string
 			for _, fe := range care.FieldErrors(err) {
-				why = append(why, format.EscapeMarkdown(strings.TrimPrefix(fe.Error(), "note: ")))
+				why = append(why, safetext.Markdown(strings.TrimPrefix(fe.Error(), "note: ")))
 			}
 			return guidedAnswerValue{}, answerError("the answer " + strings.Join(why, "; "))
 		}

@@ -36,7 +36,7 @@ func TestParseGuidedAnswer(t *testing.T) {
 		{name: "choice by typed number", q: qFeeling, raw: " 2. ", wantText: "The same"},
 		{name: "choice by text, any case and spacing", q: qFeeling, raw: "the   SAME!", wantText: "The same"},
 		{name: "choice number out of range", q: qFeeling, raw: "4", wantErr: []string{"no option `4`", "1 to 3"}},
-		{name: "choice unknown text", q: qFeeling, raw: "meh", wantErr: []string{"`meh` is not one of the options", "1 to 3", "Better, The same, Worse"}},
+		{name: "choice unknown text", q: qFeeling, raw: "meh", wantErr: []string{"`meh` is not one of the options", "1 to 3", `Better\, The same\, Worse`}},
 		{name: "choice text is not a poll id", q: qFeeling, raw: "Worse", viaPoll: true, wantErr: []string{"not one of the options"}},
 		{name: "required cannot be skipped", q: qFeeling, raw: "skip", wantErr: []string{"cannot be skipped"}},
 		{name: "pain score by poll", q: qPain, raw: "4", viaPoll: true, wantText: "4", wantValue: "Pain 4/10"},
@@ -156,11 +156,11 @@ func TestQuestionMarkdown(t *testing.T) {
 		q    config.QuestionConfig
 		want []string
 	}{
-		{name: "choice", q: qFeeling, want: []string{"**Question 2 of 5:** How do you feel?", "1. Better\n2. The same\n3. Worse"}},
+		{name: "choice", q: qFeeling, want: []string{`**Question 2 of 5:** How do you feel\?`, "1. Better\n2. The same\n3. Worse"}},
 		{name: "score", q: qPain, want: []string{"whole number from 0 to 10"}},
 		{name: "optional vital", q: qTemp, want: []string{"`37.2` or `99.1F`", "Type `skip`"}},
 		{name: "required text says nothing of skipping", q: config.QuestionConfig{ID: "x", Type: config.QuestionText, Text: "Why *so*?", Required: true},
-			want: []string{`Why \*so\*?`, "Type your answer."}},
+			want: []string{`Why \*so\*\?`, "Type your answer."}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

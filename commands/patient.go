@@ -9,6 +9,7 @@ import (
 	"maunium.net/go/mautrix/format"
 
 	"github.com/caseroom/caseroom/ehr"
+	"github.com/caseroom/caseroom/internal/safetext"
 )
 
 // ehrReadTimeout bounds the EHR reads of one command.
@@ -76,12 +77,12 @@ func formatSummary(s *ehr.Summary, loc *time.Location) string {
 	if name == "" {
 		name = "(no name recorded)"
 	}
-	fmt.Fprintf(&sb, "**%s**", format.EscapeMarkdown(name))
+	fmt.Fprintf(&sb, "**%s**", safetext.Markdown(name))
 	if p.BirthDate != "" {
-		fmt.Fprintf(&sb, " · born %s", format.EscapeMarkdown(p.BirthDate))
+		fmt.Fprintf(&sb, " · born %s", safetext.Markdown(p.BirthDate))
 	}
 	if p.Gender != "" {
-		fmt.Fprintf(&sb, " · %s", format.EscapeMarkdown(p.Gender))
+		fmt.Fprintf(&sb, " · %s", safetext.Markdown(p.Gender))
 	}
 	fmt.Fprintf(&sb, " · %s", format.SafeMarkdownCode(p.Reference()))
 	if p.Active != nil && !*p.Active {
@@ -100,7 +101,7 @@ func formatSummary(s *ehr.Summary, loc *time.Location) string {
 		}
 		item := format.SafeMarkdownCode(ident.Value)
 		if label != "" {
-			item += " (" + format.EscapeMarkdown(label) + ")"
+			item += " (" + safetext.Markdown(label) + ")"
 		}
 		ids = append(ids, item)
 	}
@@ -108,9 +109,9 @@ func formatSummary(s *ehr.Summary, loc *time.Location) string {
 
 	var conditions []string
 	for _, c := range s.Conditions {
-		item := format.EscapeMarkdown(ehr.ConceptText(c.Code))
+		item := safetext.Markdown(ehr.ConceptText(c.Code))
 		if c.OnsetDateTime != "" {
-			item += " (since " + format.EscapeMarkdown(dateOf(c.OnsetDateTime)) + ")"
+			item += " (since " + safetext.Markdown(dateOf(c.OnsetDateTime)) + ")"
 		}
 		conditions = append(conditions, item)
 	}
@@ -118,9 +119,9 @@ func formatSummary(s *ehr.Summary, loc *time.Location) string {
 
 	var meds []string
 	for _, m := range s.Medications {
-		item := format.EscapeMarkdown(orUnnamed(m.MedicationName()))
+		item := safetext.Markdown(orUnnamed(m.MedicationName()))
 		if dose := m.Dosage(); dose != "" {
-			item += " — " + format.EscapeMarkdown(dose)
+			item += " — " + safetext.Markdown(dose)
 		}
 		meds = append(meds, item)
 	}
@@ -128,13 +129,13 @@ func formatSummary(s *ehr.Summary, loc *time.Location) string {
 
 	var allergies []string
 	for _, a := range s.Allergies {
-		item := format.EscapeMarkdown(orUnnamed(ehr.ConceptText(a.Code)))
+		item := safetext.Markdown(orUnnamed(ehr.ConceptText(a.Code)))
 		var details []string
 		if a.Criticality == "high" {
 			details = append(details, "**high criticality**")
 		}
 		if m := a.Manifestations(); len(m) > 0 {
-			details = append(details, format.EscapeMarkdown(strings.Join(m, ", ")))
+			details = append(details, safetext.Markdown(strings.Join(m, ", ")))
 		}
 		if len(details) > 0 {
 			item += " (" + strings.Join(details, "; ") + ")"
@@ -145,12 +146,12 @@ func formatSummary(s *ehr.Summary, loc *time.Location) string {
 
 	var vitals []string
 	for _, v := range s.Vitals {
-		item := format.EscapeMarkdown(v.Name())
+		item := safetext.Markdown(v.Name())
 		if value := v.ValueText(); value != "" {
-			item += " " + format.EscapeMarkdown(value)
+			item += " " + safetext.Markdown(value)
 		}
 		if when := ehr.FormatTime(v.Effective(), loc); when != "" {
-			item += " (" + format.EscapeMarkdown(when) + ")"
+			item += " (" + safetext.Markdown(when) + ")"
 		}
 		vitals = append(vitals, item)
 	}
@@ -242,9 +243,9 @@ func resolveMRN(ctx context.Context, call *Call, patientRef, mrn string) (string
 		if name == "" {
 			name = "(no name recorded)"
 		}
-		fmt.Fprintf(&sb, "* %s", format.EscapeMarkdown(name))
+		fmt.Fprintf(&sb, "* %s", safetext.Markdown(name))
 		if p.BirthDate != "" {
-			fmt.Fprintf(&sb, ", born %s", format.EscapeMarkdown(p.BirthDate))
+			fmt.Fprintf(&sb, ", born %s", safetext.Markdown(p.BirthDate))
 		}
 		fmt.Fprintf(&sb, " — %s\n", format.SafeMarkdownCode(p.Reference()))
 	}

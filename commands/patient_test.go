@@ -28,12 +28,12 @@ func TestFormatSummary(t *testing.T) {
 	berlin, _ := time.LoadLocation("Europe/Berlin")
 	md := formatSummary(&s, berlin)
 	want := []string{
-		`**O'Brien \*bold\*, Ann** · born 1961-04-02 · female · ` + "`Patient/p1`",
+		`**O\'Brien \*bold\*\, Ann** · born 1961\-04\-02 · female · ` + "`Patient/p1`",
 		"* **Identifiers:** `00_12` (MRN)\n",
-		`* **Active conditions:** Heart failure \[HFrEF\] (since 2024-02-10)`,
+		`* **Active conditions:** Heart failure \[HFrEF\] (since 2024\-02\-10)`,
 		"* **Active medications:** none recorded\n",
-		"* **Allergies:** Penicillin (**high criticality**; Hives, Wheeze)\n",
-		"* **Last vitals:** Heart rate 88 /min (2026-03-02 09:00 CET)",
+		`* **Allergies:** Penicillin (**high criticality**; Hives\, Wheeze)` + "\n",
+		`* **Last vitals:** Heart rate 88 \/min (2026\-03\-02 09\:00 CET)`,
 	}
 	for _, w := range want {
 		if !strings.Contains(md, w) {

@@ -16,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/caseroom/caseroom/bot"
+	"github.com/caseroom/caseroom/internal/safetext"
 	"github.com/caseroom/caseroom/store"
 )
 
@@ -182,7 +183,7 @@ func parsePlanDue(value string, today time.Time) (string, error) {
 
 // planDescribe restates an item version for replies: the escaped text and the due date.
 func planDescribe(v *store.PlanVersion) string {
-	s := format.EscapeMarkdown(v.Text)
+	s := safetext.Markdown(v.Text)
 	if v.Due != "" {
 		s += ", due " + v.Due
 	}
@@ -501,7 +502,7 @@ func renderPatientPlan(items []*store.PlanItem, when func(time.Time) string) str
 		})
 		fmt.Fprintf(&sb, "\n**%s**\n\n", title)
 		for _, item := range list {
-			line := "* " + format.EscapeMarkdown(item.Current.Text)
+			line := "* " + safetext.Markdown(item.Current.Text)
 			if item.Current.Due != "" {
 				line += " — due " + item.Current.Due
 			}
@@ -555,7 +556,7 @@ func renderCasePlan(c *store.Case, items []*store.PlanItem, when func(time.Time)
 				first = false
 			}
 			v := item.Current
-			line := fmt.Sprintf("* **%d.** %s", item.Number, format.EscapeMarkdown(v.Text))
+			line := fmt.Sprintf("* **%d.** %s", item.Number, safetext.Markdown(v.Text))
 			if v.Due != "" {
 				line += " — due " + v.Due
 			}

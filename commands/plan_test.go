@@ -138,8 +138,8 @@ func TestRenderPatientPlan(t *testing.T) {
 	}
 	got := renderPatientPlan(items, planWhen)
 	for _, want := range []string{
-		"**Your treatment plan**", "**Goals**", `Walk \*500 m\* &lt;b&gt;pain-free&lt;/b&gt;`, "**Tasks**",
-		"* Book follow-up\n* ✅ Change dressing — due 2026-12-01 (done)", "_Last updated 2026-03-10 11:00 by your care team._",
+		"**Your treatment plan**", "**Goals**", `Walk \*500 m\* \<b\>pain\-free\<\/b\>`, "**Tasks**",
+		"* Book follow\\-up\n* ✅ Change dressing — due 2026-12-01 (done)", "_Last updated 2026-03-10 11:00 by your care team._",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("summary lacks %q:\n%s", want, got)

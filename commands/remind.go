@@ -10,6 +10,7 @@ import (
 
 	"github.com/caseroom/caseroom/bot"
 	"github.com/caseroom/caseroom/care"
+	"github.com/caseroom/caseroom/internal/safetext"
 	"github.com/caseroom/caseroom/store"
 )
 
@@ -63,10 +64,10 @@ func runRemindCheckIn(ctx context.Context, call *Call) error {
 	if err != nil {
 		var msgs []string
 		for _, fe := range care.FieldErrors(err) {
-			msgs = append(msgs, format.EscapeMarkdown(fe.Error()))
+			msgs = append(msgs, safetext.Markdown(fe.Error()))
 		}
 		if len(msgs) == 0 {
-			msgs = append(msgs, format.EscapeMarkdown(err.Error()))
+			msgs = append(msgs, safetext.Markdown(err.Error()))
 		}
 		call.Usage("%s. For example: `daily 09:00 Europe/Berlin`, `weekdays 08:30` (in %s) or `every 6 hours`.",
 			strings.Join(msgs, "; "), format.SafeMarkdownCode(call.Bot.Config.Location().String()))

@@ -10,9 +10,9 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/caseroom/caseroom/internal/safetext"
 	"github.com/caseroom/caseroom/store"
 )
 
@@ -236,20 +236,20 @@ func componentsText(components []ResultComponent) string {
 // (<effective time in loc>) — Observation/<id>". Every text from the EHR is escaped.
 func (r *Result) NoticeMarkdown(loc *time.Location) string {
 	var b strings.Builder
-	b.WriteString("🧪 New result from the EHR: " + format.EscapeMarkdown(r.Name()))
+	b.WriteString("🧪 New result from the EHR: " + safetext.Markdown(r.Name()))
 	if value := r.ValueText(); value != "" {
 		if r.ResourceType == "DiagnosticReport" {
 			b.WriteString(":")
 		}
-		b.WriteString(" " + format.EscapeMarkdown(value))
+		b.WriteString(" " + safetext.Markdown(value))
 	}
 	if r.Status != "" && r.Status != "final" {
-		b.WriteString(" (" + format.EscapeMarkdown(r.Status) + ")")
+		b.WriteString(" (" + safetext.Markdown(r.Status) + ")")
 	}
 	if when := FormatTime(r.Effective(), loc); when != "" {
-		b.WriteString(" (" + format.EscapeMarkdown(when) + ")")
+		b.WriteString(" (" + safetext.Markdown(when) + ")")
 	}
-	b.WriteString(" — " + format.EscapeMarkdown(r.Key()))
+	b.WriteString(" — " + safetext.Markdown(r.Key()))
 	return b.String()
 }
 
@@ -415,7 +415,7 @@ func (p *Poller) Deliver(ctx context.Context, c *store.Case, r *Result, source s
 	if loc == nil {
 		loc = time.UTC
 	}
-	content := format.RenderMarkdown(r.NoticeMarkdown(loc), true, false)
+	content := safetext.Render(r.NoticeMarkdown(loc))
 	content.MsgType = event.MsgNotice
 	content.Mentions = &event.Mentions{}
 	posted := false

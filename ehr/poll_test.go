@@ -16,6 +16,7 @@ import (
 	"github.com/caseroom/caseroom/ehr"
 	"github.com/caseroom/caseroom/internal/fhirtest"
 	"github.com/caseroom/caseroom/internal/fhirtest/fhirtesting"
+	"github.com/caseroom/caseroom/internal/safetext"
 	"github.com/caseroom/caseroom/internal/testdb"
 	"github.com/caseroom/caseroom/store"
 )
@@ -266,10 +267,10 @@ func TestResultText(t *testing.T) {
 			"🧪 New result from the EHR: Heart rate 88 /min (2026-07-01 10:00 CEST) — Observation/1"},
 		{"panel", `{"resourceType":"Observation","id":"2","status":"final","code":{"text":"Blood pressure"},"effectiveDateTime":"2026-07-01",
 			"component":[{"code":{"text":"Systolic"},"valueQuantity":{"value":142,"unit":"mm[Hg]"}},{"code":{"text":"Diastolic"},"valueQuantity":{"value":91,"unit":"mm[Hg]"}}]}`,
-			"🧪 New result from the EHR: Blood pressure 142/91 mm\\[Hg\\] (2026-07-01) — Observation/2"},
+			"🧪 New result from the EHR: Blood pressure 142/91 mm[Hg] (2026-07-01) — Observation/2"},
 		{"mixed components, preliminary", `{"resourceType":"Observation","id":"3","status":"preliminary","code":{"text":"Panel"},
 			"component":[{"code":{"text":"A"},"valueQuantity":{"value":1,"unit":"g"}},{"code":{"text":"B"},"valueString":"pos_itive"}]}`,
-			"🧪 New result from the EHR: Panel A 1 g, B pos\\_itive (preliminary) — Observation/3"},
+			"🧪 New result from the EHR: Panel A 1 g, B pos_itive (preliminary) — Observation/3"},
 		{"coded report", `{"resourceType":"DiagnosticReport","id":"4","status":"final","code":{"text":"ECG"},"issued":"2026-01-01T12:00:00Z",
 			"conclusionCode":[{"text":"Sinus rhythm"}]}`,
 			"🧪 New result from the EHR: ECG: Sinus rhythm (2026-01-01 13:00 CET) — DiagnosticReport/4"},
@@ -280,8 +281,9 @@ func TestResultText(t *testing.T) {
 			if err := json.Unmarshal([]byte(tt.json), &r); err != nil {
 				t.Fatal(err)
 			}
-			if got := r.NoticeMarkdown(berlin); got != tt.want {
-				t.Fatalf("got  %s\nwant %s", got, tt.want)
+			// What the room sees: the Markdown rendered (EHR text in it is escaped, so it shows as written).
+			if got := safetext.Render(r.NoticeMarkdown(berlin)); got.Body != tt.want || got.FormattedBody != "" {
+				t.Fatalf("got  %s (formatted %q)\nwant %s", got.Body, got.FormattedBody, tt.want)
 			}
 		})
 	}
