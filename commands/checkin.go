@@ -2,6 +2,8 @@ package commands
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -128,9 +130,16 @@ func recordCheckIn(ctx context.Context, call *Call, patient id.UserID, source, i
 	if err != nil {
 		return err
 	}
+	early, err := earlyRedaction(ctx, call.Bot, call.Event, c.ID)
+	if err != nil {
+		return err
+	}
 	call.Write(func(ctx context.Context) error {
 		if err := saveCheckIn(ctx, call, c, record, limits, "🩺 Check-in"); err != nil {
 			return err
+		}
+		if early != nil { // deleted before the bot got to it: recorded, and at once entered in error
+			return voidEarly(ctx, call, c, record, early)
 		}
 		call.Outcome = "ok"
 		who := "your check-in"
@@ -142,6 +151,25 @@ func recordCheckIn(ctx context.Context, call *Call, patient id.UserID, source, i
 		return nil
 	})
 	return nil
+}
+
+// voidEarly marks a check-in whose message was deleted before the bot processed it as entered in error, in the
+// transaction that recorded it, and says so in both rooms.
+func voidEarly(ctx context.Context, call *Call, c *store.Case, record *store.CheckIn, early *store.EarlyRedaction) error {
+	b := call.Bot
+	if err := b.Store.CheckIns.MarkEnteredInError(ctx, record, early.EventID, early.Sender); err != nil {
+		return err
+	}
+	if err := queueForEHR(ctx, call.Turn, record); err != nil {
+		return err
+	}
+	call.Outcome = "entered-in-error"
+	call.Reply(fmt.Sprintf("This check-in from %s was deleted before I got to it, so I recorded it as entered in error. "+
+		"It stays in the record but no longer counts.", call.When(record.EffectiveAt)))
+	call.Send(c.CaseRoomID, event.EventMessage, notice(fmt.Sprintf("🗑️ The check-in of %s from %s was deleted by %s and is marked entered in error.",
+		format.SafeMarkdownCode(record.PatientID.String()), call.When(record.EffectiveAt), format.SafeMarkdownCode(early.Sender.String()))))
+	return b.Store.Audit.Add(ctx, &store.AuditEntry{Actor: early.Sender, Action: "write:checkin-entered-in-error", Outcome: "ok",
+		CaseID: c.ID, RoomID: record.RoomID, EventID: early.EventID, Detail: fmt.Sprintf("checkin %d (redaction arrived first)", record.ID)})
 }
 
 // saveCheckIn stores a validated check-in inside the turn's transaction with what follows from it: the EHR outbox
@@ -498,8 +526,14 @@ func gateCheckInChange(ctx context.Context, turn *bot.Turn, record *store.CheckI
 func (p *Processor) HandleRedaction(ctx context.Context, turn *bot.Turn, redacted id.EventID) error {
 	b := turn.Bot
 	record, err := b.Store.CheckIns.ByEvent(ctx, redacted)
-	if err != nil || record == nil || record.Status == store.StatusEnteredInError {
+	if err != nil {
 		return err
+	}
+	if record == nil {
+		return rememberEarlyRedaction(ctx, turn, redacted)
+	}
+	if record.Status == store.StatusEnteredInError {
+		return nil
 	}
 	if refused, err := gateCheckInChange(ctx, turn, record, "write:checkin-entered-in-error", "delete"); err != nil || refused {
 		return err
@@ -535,6 +569,48 @@ func (p *Processor) HandleRedaction(ctx context.Context, turn *bot.Turn, redacte
 			CaseID: c.ID, RoomID: turn.Event.RoomID, EventID: turn.Event.ID, Detail: fmt.Sprintf("checkin %d", record.ID)})
 	})
 	return nil
+}
+
+// rememberEarlyRedaction keeps a redaction of an event the bot has not processed yet (a homeserver may deliver the
+// redaction first), so that the event is taken as deleted when it arrives (see earlyRedaction).
+func rememberEarlyRedaction(ctx context.Context, turn *bot.Turn, redacted id.EventID) error {
+	outcome, err := turn.Bot.Store.Inbox.Outcome(ctx, redacted)
+	if err == nil && outcome != "" {
+		return nil // processed, and not a check-in
+	} else if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	evt := turn.Event
+	turn.Outcome = "remembered:early-redaction"
+	turn.Write(func(ctx context.Context) error {
+		return turn.Bot.Store.EarlyRedactions.Add(ctx, &store.EarlyRedaction{EventID: evt.ID, RoomID: evt.RoomID, Redacts: redacted,
+			Sender: evt.Sender, ReceivedAt: time.Now().UTC()})
+	})
+	return nil
+}
+
+// earlyRedaction returns the remembered redaction of the turn's event that the gate lets delete it: a redaction in
+// the event's room by its sender, or by a care-team member the room's power levels allow to redact; nil if none.
+func earlyRedaction(ctx context.Context, b *bot.Bot, evt *event.Event, caseID int64) (*store.EarlyRedaction, error) {
+	early, err := b.Store.EarlyRedactions.For(ctx, evt.RoomID, evt.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range early {
+		if r.Sender == evt.Sender {
+			return r, nil
+		}
+		onTeam, err := onCareTeam(ctx, b, caseID, r.Sender)
+		if err != nil {
+			return nil, err
+		}
+		if onTeam {
+			if may, err := b.CanRedact(ctx, evt.RoomID, r.Sender); err != nil || may {
+				return r, err
+			}
+		}
+	}
+	return nil, nil
 }
 
 // queueForEHR puts the check-in's current version into the EHR outbox, in the transaction that stored it. Records
