@@ -257,13 +257,17 @@ func TestGateAttacks(t *testing.T) {
 		checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=70")
 		outsider := newUser(t, w.hsA, "outsider")
 		dm := outsider.encryptedRoomWithBot(c.botID)
-		// The outsider may redact anything in their own room; the event ID is of the patient room.
+		// The outsider may redact anything in their own room; the event ID is of the patient room. Dendrite refuses
+		// this at its client API (as it refuses a redaction without power above); a homeserver that sends such a
+		// redaction anyway (e.g. over federation) meets the bot's own check.
 		resp, err := outsider.RedactEvent(ctx, dm, checkin)
-		if err != nil {
-			t.Fatalf("the homeserver refused the redaction: %v", err)
-		}
-		if _, outcome := gateRefused(t, c, outsider, dm, resp.EventID); outcome != "refused:role" {
-			t.Errorf("outcome %q, want refused:role", outcome)
+		if err == nil {
+			if _, outcome := gateRefused(t, c, outsider, dm, resp.EventID); outcome != "refused:role" {
+				t.Errorf("outcome %q, want refused:role", outcome)
+			}
+		} else {
+			t.Logf("the homeserver refused the redaction itself: %v", err)
+			time.Sleep(2 * time.Second)
 		}
 		g.requireUnchanged(checkin, "hr")
 	})
