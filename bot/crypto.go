@@ -83,6 +83,10 @@ func (b *Bot) handleEncrypted(ctx context.Context, turn *Turn) error {
 	}
 	log.Debug().Str("decrypted_type", decrypted.Type.Type).Msg("Decrypted event")
 	turn.Event = decrypted
+	if decrypted.Type == event.EventRedaction {
+		b.refuseEncryptedRedaction(turn)
+		return nil
+	}
 	return b.handle(ctx, turn)
 }
 

@@ -373,16 +373,24 @@ func (p *Processor) HandleReaction(ctx context.Context, turn *bot.Turn) error {
 	if err != nil || alert == nil || alert.CaseID != c.ID {
 		return err
 	}
-	onTeam, err := b.Store.Cases.IsOnTeam(ctx, c.ID, evt.Sender)
+	// The gate (gate.go): an acknowledgement carries no patient data, so a reaction may come in clear text (as some
+	// clients send them), but an encrypted one must come from a trusted device.
+	if refused, err := gateTransport(ctx, turn, "alert:ack", c.ID, false); err != nil || refused {
+		return err
+	}
+	if refused, err := gateServer(ctx, turn, "alert:ack", c.ID); err != nil || refused {
+		return err
+	}
+	onTeam, err := onCareTeam(ctx, b, c.ID, evt.Sender)
 	if err != nil {
 		return err
 	}
-	clinician, err := b.Store.Roles.IsClinician(ctx, evt.Sender)
-	if err != nil {
-		return err
+	if !onTeam {
+		turn.Refuse("alert:ack", "refused:role", c.ID, "⛔ Only clinicians on this case's care team can acknowledge its alerts.")
+		return nil
 	}
-	if !onTeam || !clinician {
-		turn.Outcome = "ignored:not-team"
+	if !c.Open() {
+		turn.Refuse("alert:ack", "refused:closed", c.ID, fmt.Sprintf("⛔ Case #%d is closed; its alerts can no longer change.", c.ID))
 		return nil
 	}
 	if alert.Acked() {

@@ -2,6 +2,8 @@ package commands
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -131,9 +133,16 @@ func recordCheckIn(ctx context.Context, call *Call, patient id.UserID, source, i
 	if err != nil {
 		return err
 	}
+	early, err := earlyRedaction(ctx, call.Bot, call.Event, c.ID)
+	if err != nil {
+		return err
+	}
 	call.Write(func(ctx context.Context) error {
 		if err := saveCheckIn(ctx, call, c, record, limits, "🩺 Check-in"); err != nil {
 			return err
+		}
+		if early != nil { // deleted before the bot got to it: recorded, and at once entered in error
+			return voidEarly(ctx, call, c, record, early)
 		}
 		call.Outcome = "ok"
 		who := "your check-in"
@@ -145,6 +154,25 @@ func recordCheckIn(ctx context.Context, call *Call, patient id.UserID, source, i
 		return nil
 	})
 	return nil
+}
+
+// voidEarly marks a check-in whose message was deleted before the bot processed it as entered in error, in the
+// transaction that recorded it, and says so in both rooms.
+func voidEarly(ctx context.Context, call *Call, c *store.Case, record *store.CheckIn, early *store.EarlyRedaction) error {
+	b := call.Bot
+	if err := b.Store.CheckIns.MarkEnteredInError(ctx, record, early.EventID, early.Sender); err != nil {
+		return err
+	}
+	if err := queueForEHR(ctx, call.Turn, record); err != nil {
+		return err
+	}
+	call.Outcome = "entered-in-error"
+	call.Reply(fmt.Sprintf("This check-in from %s was deleted before I got to it, so I recorded it as entered in error. "+
+		"It stays in the record but no longer counts.", call.When(record.EffectiveAt)))
+	call.Send(c.CaseRoomID, event.EventMessage, notice(fmt.Sprintf("🗑️ The check-in of %s from %s was deleted by %s and is marked entered in error.",
+		format.SafeMarkdownCode(record.PatientID.String()), call.When(record.EffectiveAt), format.SafeMarkdownCode(early.Sender.String()))))
+	return b.Store.Audit.Add(ctx, &store.AuditEntry{Actor: early.Sender, Action: "write:checkin-entered-in-error", Outcome: "ok",
+		CaseID: c.ID, RoomID: record.RoomID, EventID: early.EventID, Detail: fmt.Sprintf("checkin %d (redaction arrived first)", record.ID)})
 }
 
 // saveCheckIn stores a validated check-in inside the turn's transaction with what follows from it: the EHR outbox
@@ -462,11 +490,10 @@ func (p *Processor) handleCheckInEdit(ctx context.Context, turn *bot.Turn, origi
 	if err != nil || record == nil {
 		return err
 	}
-	if turn.Event.Sender != record.RecordedBy {
-		turn.Outcome = "ignored:foreign-edit"
-		return nil
-	}
 	if done, err := b.Store.CheckIns.HasVersionEvent(ctx, turn.Event.ID); err != nil || done {
+		return err
+	}
+	if refused, err := gateCheckInChange(ctx, turn, record, "write:checkin-amend", "correct"); err != nil || refused {
 		return err
 	}
 	if record.Status == store.StatusEnteredInError {
@@ -522,14 +549,84 @@ func (p *Processor) handleCheckInEdit(ctx context.Context, turn *bot.Turn, origi
 	return nil
 }
 
+// gateCheckInChange does steps 1 to 4 of the gate (gate.go) for an edit or a deletion of a check-in: an edit must
+// arrive encrypted from a trusted device; the sender's server must be allowed; only the check-in's author, still in
+// the role they recorded it in, may correct it (a deletion may also come from a care-team member the room's power
+// levels allow to redact); the change must come from the check-in's own room, and its case must be open. It reports
+// whether the change was refused (answered in the room it came from and audited as action).
+func gateCheckInChange(ctx context.Context, turn *bot.Turn, record *store.CheckIn, action, verb string) (bool, error) {
+	b, evt := turn.Bot, turn.Event
+	deletion := evt.Type == event.EventRedaction
+	if !deletion {
+		if refused, err := gateTransport(ctx, turn, action, record.CaseID, true); err != nil || refused {
+			return refused, err
+		}
+	}
+	if refused, err := gateServer(ctx, turn, action, record.CaseID); err != nil || refused {
+		return refused, err
+	}
+	allowed := false
+	if evt.Sender == record.RecordedBy {
+		current, err := currentRole(ctx, b, record)
+		if err != nil {
+			return false, err
+		}
+		allowed = current
+	} else if deletion && evt.RoomID == record.RoomID {
+		onTeam, err := onCareTeam(ctx, b, record.CaseID, evt.Sender)
+		if err != nil {
+			return false, err
+		}
+		if onTeam {
+			if allowed, err = b.CanRedact(ctx, evt.RoomID, evt.Sender); err != nil {
+				return false, err
+			}
+		}
+	}
+	if !allowed {
+		why := "Only the person who recorded a check-in can " + verb + " it, while they are still the case's patient or on its care team."
+		if deletion {
+			why = "Only the person who recorded a check-in, or a member of the care team allowed to delete messages in this room, can delete it."
+		}
+		turn.Refuse(action, "refused:role", record.CaseID, "⛔ "+why+" The check-in is unchanged.")
+		return true, nil
+	}
+	c, err := b.Store.Cases.ByID(ctx, record.CaseID)
+	if err != nil {
+		return false, err
+	}
+	if !c.Open() {
+		turn.Refuse(action, "refused:closed", record.CaseID, fmt.Sprintf("⛔ Case #%d is closed; its check-ins can no longer change.", c.ID))
+		return true, nil
+	}
+	if evt.RoomID != record.RoomID {
+		turn.Refuse(action, "refused:room", record.CaseID, "⛔ A check-in can be "+verb+"ed only in the room where it was recorded. The check-in is unchanged.")
+		return true, nil
+	}
+	return false, nil
+}
+
 // HandleRedaction marks a check-in whose message was deleted as entered in error: it stays in the record.
 func (p *Processor) HandleRedaction(ctx context.Context, turn *bot.Turn, redacted id.EventID) error {
 	b := turn.Bot
 	record, err := b.Store.CheckIns.ByEvent(ctx, redacted)
-	if err != nil || record == nil || record.Status == store.StatusEnteredInError {
+	if err != nil {
+		return err
+	}
+	if record == nil {
+		return rememberEarlyRedaction(ctx, turn, redacted)
+	}
+	if record.Status == store.StatusEnteredInError {
+		return nil
+	}
+	if refused, err := gateCheckInChange(ctx, turn, record, "write:checkin-entered-in-error", "delete"); err != nil || refused {
 		return err
 	}
 	c, err := b.Store.Cases.ByID(ctx, record.CaseID)
+	if err != nil {
+		return err
+	}
+	confirmation, err := b.Store.Outgoing.FirstSentFor(ctx, record.RoomID, record.EventID)
 	if err != nil {
 		return err
 	}
@@ -542,14 +639,62 @@ func (p *Processor) HandleRedaction(ctx context.Context, turn *bot.Turn, redacte
 		}
 		turn.Outcome = "entered-in-error"
 		call := &Call{Turn: turn, Sender: turn.Event.Sender}
-		turn.Send(record.RoomID, event.EventMessage, notice(fmt.Sprintf("The check-in from %s was deleted, so I marked it "+
-			"as entered in error. It stays in the record but no longer counts.", call.When(record.EffectiveAt))))
+		voided := fmt.Sprintf("The check-in from %s was deleted, so I marked it "+
+			"as entered in error. It stays in the record but no longer counts.", call.When(record.EffectiveAt))
+		if confirmation != "" { // the confirmation that restated the values says so too
+			edit := notice("🗑️ " + voided)
+			edit.SetEdit(confirmation)
+			turn.Send(record.RoomID, event.EventMessage, edit)
+		}
+		turn.Send(record.RoomID, event.EventMessage, notice(voided))
 		turn.Send(c.CaseRoomID, event.EventMessage, notice(fmt.Sprintf("🗑️ The check-in of %s from %s was deleted by %s and is marked entered in error.",
 			format.SafeMarkdownCode(record.PatientID.String()), call.When(record.EffectiveAt), format.SafeMarkdownCode(turn.Event.Sender.String()))))
 		return b.Store.Audit.Add(ctx, &store.AuditEntry{Actor: turn.Event.Sender, Action: "write:checkin-entered-in-error", Outcome: "ok",
 			CaseID: c.ID, RoomID: turn.Event.RoomID, EventID: turn.Event.ID, Detail: fmt.Sprintf("checkin %d", record.ID)})
 	})
 	return nil
+}
+
+// rememberEarlyRedaction keeps a redaction of an event the bot has not processed yet (a homeserver may deliver the
+// redaction first), so that the event is taken as deleted when it arrives (see earlyRedaction).
+func rememberEarlyRedaction(ctx context.Context, turn *bot.Turn, redacted id.EventID) error {
+	outcome, err := turn.Bot.Store.Inbox.Outcome(ctx, redacted)
+	if err == nil && outcome != "" {
+		return nil // processed, and not a check-in
+	} else if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	evt := turn.Event
+	turn.Outcome = "remembered:early-redaction"
+	turn.Write(func(ctx context.Context) error {
+		return turn.Bot.Store.EarlyRedactions.Add(ctx, &store.EarlyRedaction{EventID: evt.ID, RoomID: evt.RoomID, Redacts: redacted,
+			Sender: evt.Sender, ReceivedAt: time.Now().UTC()})
+	})
+	return nil
+}
+
+// earlyRedaction returns the remembered redaction of the turn's event that the gate lets delete it: a redaction in
+// the event's room by its sender, or by a care-team member the room's power levels allow to redact; nil if none.
+func earlyRedaction(ctx context.Context, b *bot.Bot, evt *event.Event, caseID int64) (*store.EarlyRedaction, error) {
+	early, err := b.Store.EarlyRedactions.For(ctx, evt.RoomID, evt.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range early {
+		if r.Sender == evt.Sender {
+			return r, nil
+		}
+		onTeam, err := onCareTeam(ctx, b, caseID, r.Sender)
+		if err != nil {
+			return nil, err
+		}
+		if onTeam {
+			if may, err := b.CanRedact(ctx, evt.RoomID, r.Sender); err != nil || may {
+				return r, err
+			}
+		}
+	}
+	return nil, nil
 }
 
 // queueForEHR puts the check-in's current version into the EHR outbox, in the transaction that stored it. Records

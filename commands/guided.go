@@ -182,7 +182,37 @@ func (p *Processor) handleGuidedText(ctx context.Context, turn *bot.Turn) error 
 	if err != nil || s == nil || turn.Event.Sender != s.PatientID {
 		return err
 	}
+	if refused, err := gateGuidedAnswer(ctx, turn, s); err != nil || refused {
+		return err
+	}
 	return answerGuided(ctx, turn, s, body, false)
+}
+
+// gateGuidedAnswer does the gate's checks (gate.go) for an answer of a guided check-in (patient data): it arrived
+// encrypted from a trusted device, the patient is still the case's patient, and the case is open. The server check
+// is answerGuided's.
+func gateGuidedAnswer(ctx context.Context, turn *bot.Turn, s *store.GuidedSession) (bool, error) {
+	if refused, err := gateTransport(ctx, turn, "write:guided-answer", s.CaseID, true); err != nil || refused {
+		return refused, err
+	}
+	b := turn.Bot
+	isPatient, err := b.Store.Cases.IsPatientOf(ctx, s.CaseID, turn.Event.Sender)
+	if err != nil {
+		return false, err
+	}
+	if !isPatient {
+		turn.Refuse("write:guided-answer", "refused:role", s.CaseID, "⛔ Only this case's patient can answer its guided check-in.")
+		return true, nil
+	}
+	c, err := b.Store.Cases.ByID(ctx, s.CaseID)
+	if err != nil {
+		return false, err
+	}
+	if !c.Open() {
+		turn.Refuse("write:guided-answer", "refused:closed", s.CaseID, fmt.Sprintf("⛔ Case #%d is closed; nothing was recorded.", c.ID))
+		return true, nil
+	}
+	return false, nil
 }
 
 // HandlePollResponse takes a vote in the poll of the current guided check-in question as its answer.
@@ -211,6 +241,9 @@ func (p *Processor) HandlePollResponse(ctx context.Context, turn *bot.Turn) erro
 	if turn.Event.Sender != s.PatientID {
 		turn.Outcome = "ignored:guided-not-patient"
 		return nil
+	}
+	if refused, err := gateGuidedAnswer(ctx, turn, s); err != nil || refused {
+		return err
 	}
 	if len(content.Response.Answers) == 0 {
 		turn.Outcome = "ignored:guided-vote-removed"

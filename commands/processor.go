@@ -184,6 +184,18 @@ func (p *Processor) HandleMessage(ctx context.Context, turn *bot.Turn) error {
 		}
 	}
 
+	// The gate's steps 1 and 2 (see gate.go); commands for everyone that show nothing private (help, ping) need no
+	// trusted device. Unencrypted rooms are refused later, with advice, when encryption.require is set.
+	action := "command:" + cmd.FullName()
+	if cmd.PHI {
+		if refused, err := refuseClearText(ctx, turn, action, 0, false); err != nil || refused {
+			return err
+		}
+	}
+	if (cmd.Access != Anyone || cmd.PHI) && refuseUntrusted(turn, action, 0) {
+		return nil
+	}
+
 	sender := turn.Event.Sender
 	allowed, err := turn.Bot.ServerAllowed(ctx, sender.Homeserver())
 	if err != nil {

@@ -186,6 +186,41 @@ type EncryptionConfig struct {
 	// BotPassword is the bot account's password, used only to answer the password prompt of the first upload of
 	// cross-signing keys. Optional.
 	BotPassword string `yaml:"bot_password"`
+	// MinTrust is how trusted the sender's device of an encrypted event must be for the bot to act on it when the
+	// event changes a record or runs a command: one of the MinTrust* values (empty means MinTrustCrossSigned).
+	MinTrust string `yaml:"min_trust"`
+}
+
+// Values of encryption.min_trust.
+const (
+	MinTrustUnverified  = "unverified"            // any device whose keys match its session
+	MinTrustCrossSigned = "cross-signed-tofu"     // cross-signed by its owner, owner's keys trusted on first use
+	MinTrustXSVerified  = "cross-signed-verified" // cross-signed by its owner, whom the bot has verified
+	MinTrustVerified    = "verified"              // the bot has verified the device itself
+)
+
+// MinTrustStates maps the values of encryption.min_trust to the lowest mautrix trust state each accepts.
+var MinTrustStates = map[string]id.TrustState{
+	MinTrustUnverified:  id.TrustStateUnset,
+	MinTrustCrossSigned: id.TrustStateCrossSignedTOFU,
+	MinTrustXSVerified:  id.TrustStateCrossSignedVerified,
+	MinTrustVerified:    id.TrustStateVerified,
+}
+
+// MinTrustName is encryption.min_trust as set, or its default.
+func (e EncryptionConfig) MinTrustName() string {
+	if _, ok := MinTrustStates[e.MinTrust]; ok {
+		return e.MinTrust
+	}
+	return MinTrustCrossSigned
+}
+
+// MinTrustState is the lowest trust state of a sender's device that encryption.min_trust accepts.
+func (e EncryptionConfig) MinTrustState() id.TrustState {
+	if state, ok := MinTrustStates[e.MinTrust]; ok {
+		return state
+	}
+	return id.TrustStateCrossSignedTOFU
 }
 
 // MetricsConfig is the metrics section.

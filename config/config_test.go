@@ -106,6 +106,12 @@ func TestDefault(t *testing.T) {
 		cfg.Database.Type != DBTypeSQLite || !cfg.Encryption.Require || cfg.EHR.Auth.Mode != EHRAuthNone {
 		t.Errorf("unexpected defaults: %+v", cfg.Appservice.Bot)
 	}
+	if cfg.Encryption.MinTrust != MinTrustCrossSigned || cfg.Encryption.MinTrustState() != id.TrustStateCrossSignedTOFU {
+		t.Errorf("default encryption.min_trust = %q, want %s", cfg.Encryption.MinTrust, MinTrustCrossSigned)
+	}
+	if (EncryptionConfig{MinTrust: MinTrustUnverified}).MinTrustState() != id.TrustStateUnset {
+		t.Error("min_trust unverified must accept devices without cross-signing")
+	}
 }
 
 func TestLoadAppliesDefaults(t *testing.T) {
@@ -195,6 +201,7 @@ func TestValidateBadValues(t *testing.T) {
 			c.Encryption.RecoveryKey = string(key)
 		}, "encryption.recovery_key", ""},
 		{"bot_password blank", func(c *Config) { c.Encryption.BotPassword = "   " }, "encryption.bot_password", ""},
+		{"min_trust unknown", func(c *Config) { c.Encryption.MinTrust = "tofu" }, "encryption.min_trust", "tofu"},
 		{"bot username uppercase", func(c *Config) { c.Appservice.Bot.Username = "CaseRoom" }, "appservice.bot.username", "CaseRoom"},
 		{"bot username empty", func(c *Config) { c.Appservice.Bot.Username = "" }, "appservice.bot.username", ""},
 		{"max body zero", func(c *Config) { c.Appservice.MaxBodyBytes = 0 }, "appservice.max_body_bytes", "0"},

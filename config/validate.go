@@ -151,6 +151,10 @@ func (c *Config) Validate() error {
 		p.add("encryption.recovery_key", "must be a recovery key as shown when it was made (48 characters in groups of 4, "+
 			"spaces optional) or empty")
 	}
+	if _, ok := MinTrustStates[c.Encryption.MinTrust]; !ok && c.Encryption.MinTrust != "" {
+		p.add("encryption.min_trust", fmt.Sprintf("must be one of %s, %s, %s or %s, got %q",
+			MinTrustUnverified, MinTrustCrossSigned, MinTrustXSVerified, MinTrustVerified, c.Encryption.MinTrust))
+	}
 	if c.Encryption.BotPassword != "" && strings.TrimSpace(c.Encryption.BotPassword) == "" {
 		p.add("encryption.bot_password", "must not be only spaces; leave it empty for no password")
 	}

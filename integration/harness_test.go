@@ -404,8 +404,16 @@ type user struct {
 	events   []*event.Event
 }
 
-// newUser registers a fresh account on hs, logs in a new device with encryption and starts syncing.
+// newUser registers a fresh account on hs, logs in a new device with encryption, cross-signs the device with the
+// user's own new cross-signing keys (as Element does when a user sets up their first session; the bot's default
+// encryption.min_trust asks for it) and starts syncing.
 func newUser(t *testing.T, hs homeserver.Server, name string) *user {
+	t.Helper()
+	return newUserDevice(t, hs, name, true)
+}
+
+// newUserDevice is newUser; crossSign false leaves the device without cross-signing (an unverified session).
+func newUserDevice(t *testing.T, hs homeserver.Server, name string, crossSign bool) *user {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	localpart := strings.ToLower(name + "_" + random.String(6))
@@ -425,6 +433,18 @@ func newUser(t *testing.T, hs homeserver.Server, name string) *user {
 		t.Fatal(err)
 	}
 	cli.Crypto = helper
+	if crossSign {
+		mach := helper.Machine()
+		if _, _, err = mach.GenerateAndUploadCrossSigningKeysWithPassword(ctx, password, ""); err != nil {
+			t.Fatalf("failed to set up cross-signing of %s: %v", cli.UserID, err)
+		}
+		if err = mach.SignOwnDevice(ctx, mach.OwnIdentity()); err != nil {
+			t.Fatalf("failed to cross-sign the device of %s: %v", cli.UserID, err)
+		}
+		if err = mach.SignOwnMasterKey(ctx); err != nil {
+			t.Fatalf("failed to sign the master key of %s: %v", cli.UserID, err)
+		}
+	}
 	u := &user{Client: cli, t: t, helper: helper, password: password}
 	// Registered after the crypto helper's handlers: the state store is up to date when an event is recorded.
 	cli.Syncer.(mautrix.ExtensibleSyncer).OnEvent(func(ctx context.Context, evt *event.Event) {

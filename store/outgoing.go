@@ -147,6 +147,18 @@ func (q *OutgoingQuery) SentEventID(ctx context.Context, seq int64) (evtID id.Ev
 	return
 }
 
+// FirstSentFor returns the event ID of the first message the bot sent in a room because of an event (e.g. its
+// confirmation of a command), or "" if none was sent.
+func (q *OutgoingQuery) FirstSentFor(ctx context.Context, roomID id.RoomID, cause id.EventID) (id.EventID, error) {
+	var evtID id.EventID
+	err := q.db.QueryRow(ctx, `SELECT sent_event_id FROM outgoing WHERE room_id = $1 AND cause_event_id = $2
+		AND event_type = $3 AND sent_event_id IS NOT NULL ORDER BY seq LIMIT 1`, roomID, cause, event.EventMessage.Type).Scan(&evtID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return evtID, err
+}
+
 // BySentEvent returns the sequence number of the sent message that became eventID, or 0 if the bot sent no such
 // message.
 func (q *OutgoingQuery) BySentEvent(ctx context.Context, eventID id.EventID) (int64, error) {

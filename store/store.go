@@ -51,6 +51,8 @@ type Store struct {
 	EHR       *EHROutboxQuery
 	EHRReads  *EHRReadQuery
 	Filings   *FilingQuery
+	// EarlyRedactions are redactions that arrived before the event they redact.
+	EarlyRedactions *EarlyRedactionQuery
 
 	// InstanceID is a random id made when the database was created; it keeps outgoing transaction IDs unique
 	// even when a homeserver has seen an earlier database of the same bot.
@@ -131,6 +133,7 @@ func Open(ctx context.Context, cfg Config, log zerolog.Logger) (*Store, error) {
 	st.EHR = &EHROutboxQuery{db: db}
 	st.EHRReads = &EHRReadQuery{db: db}
 	st.Filings = &FilingQuery{db: db}
+	st.EarlyRedactions = &EarlyRedactionQuery{db: db}
 	if st.InstanceID, err = loadInstanceID(ctx, db); err != nil {
 		_ = db.Close()
 		return nil, err
