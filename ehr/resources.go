@@ -185,7 +185,8 @@ func (o OperationOutcome) MarshalJSON() ([]byte, error) {
 	return json.Marshal(plain(o))
 }
 
-// String joins the issues as "severity code: details (diagnostics) at expression; ...".
+// String joins the issues as "severity code: details (diagnostics) at expression; ...". It holds the server's own
+// words, which may echo the record (PHI): never log or show it; Summary is the form for logs and rooms.
 func (o *OperationOutcome) String() string {
 	if o == nil {
 		return ""
