@@ -3,8 +3,12 @@ package commands
 import (
 	"context"
 	"fmt"
+	"strings"
+
+	"maunium.net/go/mautrix/format"
 
 	"github.com/caseroom/caseroom/bot"
+	"github.com/caseroom/caseroom/ehr"
 	"github.com/caseroom/caseroom/store"
 )
 
@@ -30,4 +34,33 @@ func notFiledNote(c *store.Case) string {
 	}
 	return fmt.Sprintf("\n\nIt stays in caseroom and is not filed in the EHR: case #%d is not linked to a FHIR Patient "+
 		"(it was opened without `--patient` or `--mrn`).", c.ID)
+}
+
+// checkPractitioner looks up a Practitioner reference in the EHR before a clinician is linked to it: a clinician's
+// records name it, and an EHR that checks references refuses every one of them when it does not exist, so that they
+// could only become dead letters. It refuses (and reports true) when the EHR answers that it does not have it;
+// when the EHR cannot be asked or refuses the read, the link is made and the returned note says that it could not
+// be checked. Without an EHR there is nothing to check.
+func checkPractitioner(ctx context.Context, call *Call, ref string) (refused bool, note string) {
+	if call.Bot.EHR == nil {
+		return false, ""
+	}
+	typ, practitionerID, _ := strings.Cut(ref, "/")
+	readCtx, cancel := context.WithTimeout(ctx, ehrReadTimeout)
+	defer cancel()
+	err := call.Bot.EHR.Read(readCtx, typ, practitionerID, nil)
+	switch {
+	case err == nil:
+		return false, ""
+	case ehr.IsNotFound(err):
+		call.Fail("refused:no-practitioner", "⛔ The EHR has no %s (it answered \"not found\"), so the records of %s would name "+
+			"someone the EHR does not know and could not be filed. Nothing changed. Check the id of the clinician's "+
+			"Practitioner resource in the EHR.", format.SafeMarkdownCode(ref), format.SafeMarkdownCode(call.UserArg("user").String()))
+		return true, ""
+	default:
+		// The error holds no server text (see ehr.Error).
+		call.Bot.Log.Warn().Err(err).Msg("Failed to look up a Practitioner in the EHR")
+		return false, fmt.Sprintf("\n\nI could not check that the EHR has %s (it did not answer or refused the lookup). "+
+			"If it does not, their records cannot be filed: `/admin outbox` would list them.", format.SafeMarkdownCode(ref))
+	}
 }

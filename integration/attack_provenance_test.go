@@ -117,6 +117,16 @@ func TestAttackProvenanceNoPractitioner(t *testing.T) {
 	}
 	provenanceNoDeadLetters(t, c)
 
+	// A Practitioner the EHR does not have is refused when it is linked: every record would become a dead letter in
+	// an EHR that checks references.
+	evtID, body := c.command(c.admin, c.adminDM, "!admin clinician add "+doc.UserID.String()+" --practitioner Practitioner/nobody-here")
+	if !strings.Contains(body, "⛔") || !strings.Contains(body, "Practitioner/nobody-here") || c.auditOutcome(evtID) != "refused:no-practitioner" {
+		t.Fatalf("linking a Practitioner the EHR does not have: %s (audited %q)", body, c.auditOutcome(evtID))
+	}
+	if n := c.countRows("SELECT COUNT(*) FROM clinicians WHERE user_id = $1 AND practitioner_ref IS NOT NULL", doc.UserID); n != 0 {
+		t.Fatal("the refused Practitioner reference was stored")
+	}
+
 	// Linked to a Practitioner: new records reference it.
 	var practitioner struct {
 		ID string `json:"id"`
@@ -169,6 +179,15 @@ func TestAttackProvenanceUnlinkedCase(t *testing.T) {
 		t.Fatalf("%d outbox items for a case that can never be filed", n)
 	}
 	provenanceNoDeadLetters(t, c)
+}
+
+// provenanceSeedPractitioner stores Practitioner/<id> on the test server (PUT creates it with that id).
+func provenanceSeedPractitioner(t *testing.T, srv *fhirtest.Server, practitionerID string) {
+	t.Helper()
+	p := provenanceResource{"resourceType": "Practitioner", "id": practitionerID, "active": true}
+	if err := ehrClient(t, srv).Update(context.Background(), p, "", nil); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // provenanceResource is a resource as a plain JSON object.

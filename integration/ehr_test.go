@@ -258,6 +258,7 @@ func TestEHRDeadLetterAndRetry(t *testing.T) {
 		t.Fatalf("admin outbox: %s", body)
 	}
 	// Linked to a Practitioner meanwhile: the retry names it as the performer.
+	provenanceSeedPractitioner(t, srv, "42") // a linked Practitioner must exist in the EHR
 	c.mustSucceed(c.admin, c.adminDM, "!admin clinician add "+doc.UserID.String()+" --practitioner Practitioner/42")
 	c.mustSucceed(c.admin, c.adminDM, fmt.Sprintf("!admin outbox retry %d", seq))
 	botNotice(doc, c, caseRoom, "filed in the EHR")
