@@ -1,6 +1,8 @@
 package ehr
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -108,4 +110,25 @@ func (o *OperationOutcome) Summary() string {
 		}
 	}
 	return strings.Join(parts, "; ")
+}
+
+// scrubJSONError is a decoding error without the decoder's quote of the value (json.UnmarshalTypeError says
+// "cannot unmarshal number 38.4 into ..."): only where in the document and what was wanted.
+func scrubJSONError(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if !safeToken.MatchString(field) {
+			field = "?"
+		}
+		return fmt.Errorf("invalid JSON: element %s is not of type %s", field, typeErr.Type)
+	case errors.As(err, &syntaxErr):
+		return fmt.Errorf("invalid JSON at offset %d", syntaxErr.Offset)
+	default:
+		return errors.New("invalid JSON")
+	}
 }

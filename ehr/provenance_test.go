@@ -346,3 +346,19 @@ func TestMappingNamesWhoMadeIt(t *testing.T) {
 		t.Errorf("a plan without an author: %v, want a refusal", err)
 	}
 }
+
+// TestDecodeErrorHoldsNoValue: a resource that does not decode gives an error without the value it held.
+func TestDecodeErrorHoldsNoValue(t *testing.T) {
+	var o ehr.Observation
+	err := ehr.BundleEntry{Resource: []byte(`{"resourceType":"Observation","valueQuantity":{"value":"` + provenanceNote + `"}}`)}.Decode(&o)
+	if err == nil {
+		t.Fatal("a string value decoded as a number")
+	}
+	provenanceNoPHI(t, "the decoding error", err.Error())
+	// The decoder quotes a number that does not fit the field: a pain score of 7.25 in an integer.
+	var qr ehr.QuestionnaireResponse
+	err = ehr.BundleEntry{Resource: []byte(`{"resourceType":"QuestionnaireResponse","item":[{"linkId":"pain","answer":[{"valueInteger":7.25}]}]}`)}.Decode(&qr)
+	if err == nil || strings.Contains(err.Error(), "7.25") {
+		t.Errorf("decoding error %v holds the value", err)
+	}
+}

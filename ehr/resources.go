@@ -265,7 +265,7 @@ func (e BundleEntry) Decode(out any) error {
 	if len(e.Resource) == 0 {
 		return fmt.Errorf("bundle entry has no resource")
 	}
-	return json.Unmarshal(e.Resource, out)
+	return scrubJSONError(json.Unmarshal(e.Resource, out)) // the error may be logged: no quoted values
 }
 
 // ResourceType returns the entry's resourceType, or "" if it has no resource.
