@@ -64,3 +64,29 @@ func checkPractitioner(ctx context.Context, call *Call, ref string) (refused boo
 			"If it does not, their records cannot be filed: `/admin outbox` would list them.", format.SafeMarkdownCode(ref))
 	}
 }
+
+// checkPatientRef looks up the Patient a case is opened for with --patient, when an EHR is connected: a case for a
+// Patient the EHR does not have could file none of its records. It answers in the room and reports false when the
+// EHR answers "not found"; when the EHR cannot be asked, the case is opened (its records wait in the outbox).
+func checkPatientRef(ctx context.Context, call *Call, patientRef string) bool {
+	if call.Bot.EHR == nil || patientRef == "" {
+		return true
+	}
+	typ, patientID, _ := strings.Cut(patientRef, "/")
+	readCtx, cancel := context.WithTimeout(ctx, ehrReadTimeout)
+	defer cancel()
+	err := call.Bot.EHR.Read(readCtx, typ, patientID, nil)
+	switch {
+	case err == nil:
+		return true
+	case ehr.IsNotFound(err):
+		call.Audit("read:patient", "failed:not-found", 0, patientRef)
+		call.Fail("refused:no-patient", "⛔ The EHR has no %s (it answered \"not found\"), so nothing of this case could be "+
+			"filed in the chart. Nothing was created. Check the reference, or open the case with `--mrn <number>`.",
+			format.SafeMarkdownCode(patientRef))
+		return false
+	default:
+		call.Bot.Log.Warn().Err(err).Msg("Failed to look up a Patient in the EHR; opening the case anyway")
+		return true
+	}
+}

@@ -155,6 +155,7 @@ func TestAttackProvenanceNoPractitioner(t *testing.T) {
 
 // TestAttackProvenanceUnlinkedCase: records of a case without a FHIR Patient can never be filed. They are recorded
 // in caseroom, the clinician is told they are not filed, and nothing is queued that could only become a dead letter.
+// A case for a Patient the EHR does not have is not opened.
 func TestAttackProvenanceUnlinkedCase(t *testing.T) {
 	srv := fhirtesting.Start(t)
 	c, doc, pat, docDM, _, _, _ := provenanceCase(t, srv)
@@ -173,6 +174,17 @@ func TestAttackProvenanceUnlinkedCase(t *testing.T) {
 	reply = c.mustSucceed(doc, unlinkedRoom, "!plan goal Rest")
 	if !strings.Contains(reply, "not filed in the EHR") {
 		t.Fatalf("plan goal in a case without a FHIR Patient: %s", reply)
+	}
+	// A case linked to a Patient the EHR does not have is refused: its records could never be filed either.
+	evtID, body := c.command(doc, docDM, "!case new Ghost follow-up --patient Patient/nobody-here")
+	if !strings.Contains(body, "⛔") || !strings.Contains(body, "Patient/nobody-here") || !strings.Contains(body, "Nothing was created") {
+		t.Fatalf("case new with a Patient the EHR does not have: %s", body)
+	}
+	if outcome := c.auditOutcome(evtID); outcome != "refused:no-patient" {
+		t.Errorf("audited %q, want refused:no-patient", outcome)
+	}
+	if n := c.countRows("SELECT COUNT(*) FROM cases WHERE patient_ref = 'Patient/nobody-here'"); n != 0 {
+		t.Fatal("a case was opened for a Patient the EHR does not have")
 	}
 	time.Sleep(2 * time.Second) // the outbox would have tried it by now
 	if n := c.countRows("SELECT COUNT(*) FROM ehr_outbox WHERE case_id = $1", unlinkedID); n != 0 {
