@@ -86,6 +86,10 @@ func runClinicianAdd(ctx context.Context, call *Call) error {
 		call.Fail("refused:patient", "⛔ %s is a patient in caseroom and cannot also be registered as a clinician.", format.SafeMarkdownCode(user.String()))
 		return nil
 	}
+	refused, checkNote := checkPractitioner(ctx, call, ref)
+	if refused {
+		return nil
+	}
 	var added bool
 	call.Write(func(ctx context.Context) (err error) {
 		added, err = call.Bot.Store.Roles.AddClinician(ctx, user, ref, call.Sender)
@@ -99,7 +103,7 @@ func runClinicianAdd(ctx context.Context, call *Call) error {
 		if ref != "" {
 			what += ", linked to " + format.SafeMarkdownCode(ref)
 		}
-		call.Done(0, "%s %s.", format.SafeMarkdownCode(user.String()), what)
+		call.Done(0, "%s %s.%s", format.SafeMarkdownCode(user.String()), what, checkNote)
 		return nil
 	})
 	return nil

@@ -12,13 +12,14 @@ var adminOutboxCommand = &Command{
 	Name:        "outbox",
 	Description: "Show the EHR outbox: what waits for delivery and the dead letters.",
 	Access:      AdminDirect,
+	PHI:         true, // which records of which cases wait or were refused, and why
 	Run:         runOutbox,
 	Subcommands: []*Command{
 		{
 			Name: "retry", Description: "File a dead letter again (after fixing what the EHR refused).",
 			Params:  []Param{{Name: "n", Type: Integer, Placeholder: "n", Description: "the number shown by /admin outbox"}},
 			Example: "12",
-			Access:  AdminDirect, Run: runOutboxRetry,
+			Access:  AdminDirect, PHI: true, Run: runOutboxRetry,
 		},
 	},
 }

@@ -112,7 +112,7 @@ func TestPHICommandsMarked(t *testing.T) {
 	}
 	for _, name := range []string{"case new", "case info", "case list", "case link", "team", "team list", "patient invite",
 		"checkin", "checkin for", "checkins", "plan", "plan goal", "plan task", "plan note", "plan done", "plan amend",
-		"plan history", "admin audit"} {
+		"plan history", "admin audit", "admin outbox", "admin outbox retry"} {
 		marked, ok := phi[name]
 		if !ok {
 			t.Errorf("no command %q", name)

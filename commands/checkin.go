@@ -145,12 +145,12 @@ func recordCheckIn(ctx context.Context, call *Call, patient id.UserID, source, i
 			return voidEarly(ctx, call, c, record, early)
 		}
 		call.Outcome = "ok"
-		who := "your check-in"
+		who, filing := "your check-in", ""
 		if source == store.SourceClinician {
-			who = "a check-in for " + format.SafeMarkdownCode(patient.String())
+			who, filing = "a check-in for "+format.SafeMarkdownCode(patient.String()), notFiledNote(c)
 		}
-		call.Reply(fmt.Sprintf("Recorded %s at %s:\n\n%s\n\nIf something is wrong, edit your message: I keep the original and record the correction.",
-			who, call.When(record.EffectiveAt), restate(record)))
+		call.Reply(fmt.Sprintf("Recorded %s at %s:\n\n%s\n\nIf something is wrong, edit your message: I keep the original and record the correction.%s",
+			who, call.When(record.EffectiveAt), restate(record), filing))
 		return nil
 	})
 	return nil
@@ -698,8 +698,12 @@ func earlyRedaction(ctx context.Context, b *bot.Bot, evt *event.Event, caseID in
 }
 
 // queueForEHR puts the check-in's current version into the EHR outbox, in the transaction that stored it. Records
-// are queued even while no EHR is configured, so that nothing is missing from the chart once one is.
+// are queued even while no EHR is configured, so that nothing is missing from the chart once one is; records of a
+// case without a FHIR Patient are not (see fileableCase).
 func queueForEHR(ctx context.Context, turn *bot.Turn, record *store.CheckIn) error {
+	if ok, err := fileableCaseID(ctx, turn.Bot, record.CaseID); err != nil || !ok {
+		return err
+	}
 	err := turn.Bot.Store.EHR.Add(ctx, &store.OutboxItem{
 		Kind: store.OutboxCheckIn, RecordID: record.ID, Version: record.Version, CaseID: record.CaseID,
 		OrderKey: fmt.Sprintf("case:%d", record.CaseID), RoomID: record.RoomID, SourceEvent: record.EventID,

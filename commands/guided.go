@@ -394,12 +394,14 @@ func finishGuided(ctx context.Context, turn *bot.Turn, c *store.Case, s *store.G
 		return err
 	}
 	// The answers as answers, besides the check-in's readings: one QuestionnaireResponse (after the check-in, in the
-	// same order of the case).
-	if err := b.Store.EHR.Add(ctx, &store.OutboxItem{
-		Kind: store.OutboxQuestionnaireResponse, RecordID: s.ID, Version: 1, CaseID: c.ID, OrderKey: fmt.Sprintf("case:%d", c.ID),
-		RoomID: s.RoomID, SourceEvent: s.StartEvent,
-	}); err != nil {
-		return err
+	// same order of the case), for a case linked to a FHIR Patient.
+	if fileableCase(c) {
+		if err := b.Store.EHR.Add(ctx, &store.OutboxItem{
+			Kind: store.OutboxQuestionnaireResponse, RecordID: s.ID, Version: 1, CaseID: c.ID, OrderKey: fmt.Sprintf("case:%d", c.ID),
+			RoomID: s.RoomID, SourceEvent: s.StartEvent,
+		}); err != nil {
+			return err
+		}
 	}
 	turn.Outcome = "guided:completed"
 	var sb strings.Builder

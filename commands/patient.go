@@ -195,7 +195,7 @@ func dateOf(s string) string {
 func resolveMRN(ctx context.Context, call *Call, patientRef, mrn string) (string, bool) {
 	b := call.Bot
 	if mrn == "" || b.EHR == nil {
-		return patientRef, true
+		return patientRef, checkPatientRef(ctx, call, patientRef)
 	}
 	system := b.Config.EHR.MRNSystem
 	readCtx, cancel := context.WithTimeout(ctx, ehrReadTimeout)

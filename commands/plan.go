@@ -390,6 +390,9 @@ func commitPlanChange(ctx context.Context, call *Call, items []*store.PlanItem, 
 				call.Send(summary.RoomID, event.EventMessage, planSummaryEdit(summary.EventID, text))
 			}
 		}
+		if changed.Kind.PatientVisible() {
+			note += notFiledNote(c)
+		}
 		call.Done(c.ID, "%s%s", confirm(v), note)
 		return nil
 	})
@@ -400,6 +403,9 @@ func commitPlanChange(ctx context.Context, call *Call, items []*store.PlanItem, 
 // task: the item's version is the number of plan versions after the change, and its delivery writes the plan as it
 // is then. Notes are not part of the CarePlan (see package ehr), so changes of notes queue nothing.
 func queuePlanForEHR(ctx context.Context, call *Call, c *store.Case) error {
+	if !fileableCase(c) {
+		return nil // it stays in caseroom (see fileableCase)
+	}
 	n, err := call.Bot.Store.Plans.VersionCount(ctx, c.ID)
 	if err != nil {
 		return err

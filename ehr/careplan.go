@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
@@ -20,10 +19,12 @@ import (
 // and kept current: every change of the plan is delivered as the whole plan as it is then, written over the CarePlan
 // with If-Match, so that each change becomes a new version of the same resource. The mapping:
 //   - status active, intent plan, subject the case's Patient, title from the case, created when the first item was
-//     added; author the Practitioner of the clinician who made the latest change (omitted when they have none),
-//     contributor every clinician of the plan who has one;
+//     added; author the clinician who made the latest change, contributor every clinician who wrote a part of the
+//     plan, each as their Practitioner or, when they have none, by Matrix user ID (an identifier in
+//     MatrixUserSystem), so that every version says who made it;
 //   - goals are Goal resources (identifier urn:caseroom:goal|<plan item id>; lifecycleStatus active or completed,
-//     achievementStatus in-progress or achieved) referenced from CarePlan.goal;
+//     achievementStatus in-progress or achieved; expressedBy the clinician who added it, named like the author)
+//     referenced from CarePlan.goal;
 //   - tasks are activity.detail entries (kind Task, description the text, status not-started or completed, the due
 //     date as scheduledPeriod.end).
 //
@@ -130,12 +131,12 @@ type PlanRecord struct {
 	Title string
 	// PatientRef is the subject, "Patient/<id>".
 	PatientRef string
-	// AuthorRef is the Practitioner of the clinician who made the latest change, "" when they have none.
-	AuthorRef string
-	// ContributorRefs are the Practitioners of the clinicians who wrote the plan, in order of first appearance.
-	ContributorRefs []string
-	Goals           []PlanEntry
-	Tasks           []PlanEntry
+	// Author is the clinician who made the latest change.
+	Author Actor
+	// Contributors are the clinicians who wrote the plan, in order of first appearance, each once.
+	Contributors []Actor
+	Goals        []PlanEntry
+	Tasks        []PlanEntry
 }
 
 // PlanEntry is a goal or task of a plan, as it is now.
@@ -147,8 +148,8 @@ type PlanEntry struct {
 	Done    bool
 	Created time.Time
 	Updated time.Time
-	// CreatorRef is the Practitioner of the clinician who added the item, "" when they have none.
-	CreatorRef string
+	// Creator is the clinician who added the item.
+	Creator Actor
 }
 
 func checkPlanRecord(rec PlanRecord) error {
@@ -156,13 +157,15 @@ func checkPlanRecord(rec PlanRecord) error {
 	if !isReference(rec.PatientRef, "Patient") {
 		errs = append(errs, fmt.Errorf("patient reference %q is not Patient/<id>", rec.PatientRef))
 	}
-	practitioner := func(ref string) bool { return ref == "" || isReference(ref, "Practitioner", "PractitionerRole") }
-	if !practitioner(rec.AuthorRef) {
-		errs = append(errs, fmt.Errorf("author reference %q is not Practitioner/ or PractitionerRole/<id>", rec.AuthorRef))
+	entries := len(rec.Goals) + len(rec.Tasks)
+	if entries > 0 {
+		if err := rec.Author.check("author", "Practitioner", "PractitionerRole"); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	for _, ref := range rec.ContributorRefs {
-		if !practitioner(ref) || ref == "" {
-			errs = append(errs, fmt.Errorf("contributor reference %q is not Practitioner/ or PractitionerRole/<id>", ref))
+	for _, a := range rec.Contributors {
+		if err := a.check("contributor", "Practitioner", "PractitionerRole"); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for _, e := range append(append([]PlanEntry(nil), rec.Goals...), rec.Tasks...) {
@@ -174,8 +177,8 @@ func checkPlanRecord(rec PlanRecord) error {
 				errs = append(errs, fmt.Errorf("plan item %d has an invalid due date %q", e.Number, e.Due))
 			}
 		}
-		if !practitioner(e.CreatorRef) {
-			errs = append(errs, fmt.Errorf("plan item %d: creator reference %q is not Practitioner/ or PractitionerRole/<id>", e.Number, e.CreatorRef))
+		if err := e.Creator.check("creator", "Practitioner", "PractitionerRole"); err != nil {
+			errs = append(errs, fmt.Errorf("plan item %d: %w", e.Number, err))
 		}
 	}
 	if len(errs) > 0 {
@@ -206,9 +209,8 @@ func PlanGoals(rec PlanRecord) ([]Goal, error) {
 			g.LifecycleStatus = "completed"
 			g.AchievementStatus = &CodeableConcept{Coding: []Coding{{System: GoalAchievementSystem, Code: "achieved", Display: "Achieved"}}}
 		}
-		if e.CreatorRef != "" {
-			g.ExpressedBy = &Reference{Reference: e.CreatorRef}
-		}
+		creator := e.Creator.Reference()
+		g.ExpressedBy = &creator
 		goals = append(goals, g)
 	}
 	return goals, nil
@@ -246,11 +248,12 @@ func PlanCarePlan(rec PlanRecord, goalRefs []Reference) (*CarePlan, error) {
 	if !created.IsZero() {
 		plan.Created = created.UTC().Truncate(time.Second).Format(time.RFC3339)
 	}
-	if rec.AuthorRef != "" {
-		plan.Author = &Reference{Reference: rec.AuthorRef}
+	if len(rec.Goals)+len(rec.Tasks) > 0 {
+		author := rec.Author.Reference()
+		plan.Author = &author
 	}
-	for _, ref := range rec.ContributorRefs {
-		plan.Contributor = append(plan.Contributor, Reference{Reference: ref})
+	for _, a := range rec.Contributors {
+		plan.Contributor = append(plan.Contributor, a.Reference())
 	}
 	for _, e := range rec.Tasks {
 		detail := &CarePlanActivityDetail{Kind: "Task", Status: "not-started", Description: e.Text}
@@ -322,20 +325,23 @@ func (o *Outbox) planRecord(ctx context.Context, c *store.Case) (PlanRecord, err
 	if err != nil {
 		return rec, err
 	}
-	practitioners := make(map[id.UserID]string)
-	practitioner := func(user id.UserID) (string, error) {
-		if ref, ok := practitioners[user]; ok {
-			return ref, nil
+	actors := make(map[id.UserID]Actor)
+	contributors := make(map[string]bool)
+	actor := func(user id.UserID) (Actor, error) {
+		if a, ok := actors[user]; ok {
+			return a, nil
 		}
 		ref, err := o.Store.Roles.PractitionerRef(ctx, user)
 		if err != nil {
-			return "", err
+			return Actor{}, err
 		}
-		practitioners[user] = ref
-		if ref != "" && !slices.Contains(rec.ContributorRefs, ref) {
-			rec.ContributorRefs = append(rec.ContributorRefs, ref)
+		a := Actor{Ref: ref, User: string(user)}
+		actors[user] = a
+		if !contributors[a.key()] {
+			contributors[a.key()] = true
+			rec.Contributors = append(rec.Contributors, a)
 		}
-		return ref, nil
+		return a, nil
 	}
 	var latest time.Time
 	for _, item := range items {
@@ -343,19 +349,19 @@ func (o *Outbox) planRecord(ctx context.Context, c *store.Case) (PlanRecord, err
 			continue // notes stay in caseroom (see above)
 		}
 		cur := item.Current
-		creator, err := practitioner(item.CreatedBy)
+		creator, err := actor(item.CreatedBy)
 		if err != nil {
 			return rec, err
 		}
-		author, err := practitioner(cur.Author)
+		author, err := actor(cur.Author)
 		if err != nil {
 			return rec, err
 		}
 		if !cur.At.Before(latest) {
-			latest, rec.AuthorRef = cur.At, author
+			latest, rec.Author = cur.At, author
 		}
 		e := PlanEntry{ItemID: item.ID, Number: item.Number, Text: cur.Text, Due: cur.Due, Done: cur.Status == store.PlanDone,
-			Created: item.CreatedAt, Updated: cur.At, CreatorRef: creator}
+			Created: item.CreatedAt, Updated: cur.At, Creator: creator}
 		if item.Kind == store.PlanGoal {
 			rec.Goals = append(rec.Goals, e)
 		} else {

@@ -213,7 +213,9 @@ func TestCarePlanVersions(t *testing.T) {
 		t.Fatalf("found %s, delivered %s", plan.ID, results[0])
 	}
 	if plan.Status != "active" || plan.Intent != "plan" || plan.Subject.Reference != f.patient || plan.Title != "Treatment plan: Wound care" ||
-		plan.Author == nil || plan.Author.Reference != "Practitioner/42" || len(plan.Contributor) != 1 || plan.Created == "" {
+		plan.Author == nil || plan.Author.Reference != "Practitioner/42" || len(plan.Contributor) != 2 || plan.Created == "" ||
+		plan.Contributor[0].Identifier == nil || plan.Contributor[0].Identifier.Value != "@nurse:hs" ||
+		plan.Contributor[1].Reference != "Practitioner/42" {
 		t.Fatalf("CarePlan = %+v", plan)
 	}
 	if len(plan.Activity) != 1 || plan.Activity[0].Detail.Kind != "Task" || plan.Activity[0].Detail.Status != "not-started" ||

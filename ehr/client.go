@@ -270,7 +270,8 @@ func (c *Client) send(ctx context.Context, op string, req *http.Request, out any
 			return resp.StatusCode, &Error{Op: op, Status: resp.StatusCode, detail: "answer has no body (Prefer: return=minimal?)"}
 		}
 		if err := json.Unmarshal(raw, out); err != nil {
-			return resp.StatusCode, &Error{Op: op, Status: resp.StatusCode, detail: "answer is not valid FHIR JSON: " + err.Error()}
+			// Not the decoder's message: it can quote a value of the answer.
+			return resp.StatusCode, &Error{Op: op, Status: resp.StatusCode, detail: "answer is not valid FHIR JSON"}
 		}
 	}
 	return resp.StatusCode, nil
@@ -304,8 +305,10 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 }
 
 // Error is a failed request. Status is 0 for a network error (then Err holds it). The message never holds request
-// bodies, query values or tokens, but it does hold the server's OperationOutcome text, which some servers fill with
-// the offending value: treat it as possibly sensitive.
+// bodies, query values or tokens, nor the words of the server's OperationOutcome (details text, diagnostics), which
+// servers fill with the offending value (a patient's name, a note): only the status and, per issue, its severity,
+// code and location (see OperationOutcome.Summary), so it may be logged, stored and shown. The full OperationOutcome
+// stays in Outcome for code that needs it; never log or show its String.
 type Error struct {
 	// Op names the request, such as "POST Observation" or "POST transaction"; it never holds query values.
 	Op string
@@ -333,7 +336,7 @@ func (e *Error) Error() string {
 	default:
 		b.WriteString("network error")
 	}
-	if s := e.Outcome.String(); s != "" {
+	if s := e.Outcome.Summary(); s != "" {
 		b.WriteString(": " + s)
 	}
 	if e.detail != "" {

@@ -61,7 +61,8 @@ type CommunicationRecord struct {
 	// PatientRef is the subject, "Patient/<id>".
 	PatientRef string
 	// SenderRef is the author of the (first) message: the Patient, or the Practitioner of a clinician; "" when the
-	// author has no FHIR resource (the payload names every author by Matrix ID).
+	// author has no FHIR resource: the sender is then the first message's Sender by Matrix user ID (an identifier in
+	// MatrixUserSystem). The payload names every author by Matrix ID.
 	SenderRef string
 	// CarePlanRef is the case's CarePlan, "" when it has none (yet).
 	CarePlanRef string
@@ -70,7 +71,7 @@ type CommunicationRecord struct {
 }
 
 // CommunicationFor maps a filing to a Communication: status completed; subject the patient; sender the author of
-// the first message when they have a FHIR resource; sent the time of the last message (UTC); one payload
+// the first message (their FHIR resource, or else their Matrix user ID as an identifier); sent the time of the last message (UTC); one payload
 // contentString per message, "<Matrix ID> (<time UTC>): <text>"; about the case's CarePlan when it has one;
 // identifier urn:caseroom:communication|<command event ID>.
 func CommunicationFor(rec CommunicationRecord) (*Communication, error) {
@@ -95,6 +96,9 @@ func CommunicationFor(rec CommunicationRecord) (*Communication, error) {
 			errs = append(errs, fmt.Errorf("message %d has no time", i+1))
 		}
 	}
+	if rec.SenderRef == "" && len(rec.Messages) > 0 && !validMatrixUser(rec.Messages[0].Sender) {
+		errs = append(errs, fmt.Errorf("the first message's sender %q is not a Matrix user ID", rec.Messages[0].Sender))
+	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("ehr: invalid filing: %w", errors.Join(errs...))
 	}
@@ -105,9 +109,8 @@ func CommunicationFor(rec CommunicationRecord) (*Communication, error) {
 		Subject:      &Reference{Reference: rec.PatientRef},
 		Sent:         rec.Messages[len(rec.Messages)-1].Sent.UTC().Truncate(time.Millisecond).Format(time.RFC3339Nano),
 	}
-	if rec.SenderRef != "" {
-		com.Sender = &Reference{Reference: rec.SenderRef}
-	}
+	sender := Actor{Ref: rec.SenderRef, User: rec.Messages[0].Sender}.Reference()
+	com.Sender = &sender
 	if rec.CarePlanRef != "" {
 		com.About = []Reference{{Reference: rec.CarePlanRef}}
 	}

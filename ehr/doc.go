@@ -7,6 +7,10 @@
 // ID (or record ID) in its value, and is created conditionally on it, so a retry never duplicates.
 //
 // Errors from the server are *Error values: Retryable reports whether trying again may help (network errors, 408,
-// 429, 5xx); their message carries the OperationOutcome's text. Nothing here logs; callers must not log request or
-// resource bodies (they hold PHI) or tokens.
+// 429, 5xx); their message carries the status and the OperationOutcome's issue codes and locations, never its text
+// (which may echo PHI), so it may be logged. Nothing here logs; callers must not log request or resource bodies
+// (they hold PHI), Error.Outcome's text, or tokens.
+//
+// Every record names who made it: a Patient or Practitioner reference, or a Matrix user by identifier
+// (MatrixUserSystem) when caseroom knows no FHIR resource of theirs.
 package ehr

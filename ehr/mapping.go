@@ -58,9 +58,13 @@ type CheckInRecord struct {
 	CheckIn *care.CheckIn
 	// PatientRef is the subject, "Patient/<id>".
 	PatientRef string
-	// PerformerRef is who recorded it: "Patient/<id>" when patients report themselves (the default when empty),
-	// "Practitioner/<id>" (or PractitionerRole, RelatedPerson) when a clinician entered it for them.
+	// PerformerRef is who recorded it: "Patient/<id>" when patients report themselves (the default when empty and
+	// RecordedBy is empty), "Practitioner/<id>" (or PractitionerRole, RelatedPerson) when a clinician entered it for
+	// them.
 	PerformerRef string
+	// RecordedBy is the Matrix user ID of the clinician who entered it for the patient when they have no FHIR
+	// resource (PerformerRef empty): the performer is then a Reference by identifier (MatrixUserSystem).
+	RecordedBy string
 	// Effective is when the readings were taken; it is written in UTC.
 	Effective time.Time
 }
@@ -94,7 +98,8 @@ func CheckInBundle(in CheckInRecord) (*Bundle, error) {
 }
 
 // CheckInObservations maps a check-in to Observations, one per reading, in the check-in's order:
-//   - status final; subject the patient; performer the patient or the recording clinician; effectiveDateTime in UTC;
+//   - status final; subject the patient; performer the patient or the recording clinician (their Practitioner, or
+//     their Matrix user ID as an identifier in MatrixUserSystem when they have none); effectiveDateTime in UTC;
 //     identifier urn:caseroom:observation|<event ID>/<kind> (kind as care.Kind, such as "bp" or "hr");
 //   - category vital-signs and the R4 vital-signs profiles (meta.profile) for blood pressure, heart rate,
 //     temperature, SpO2, respiratory rate and weight; glucose is laboratory; pain is survey;
@@ -112,9 +117,13 @@ func CheckInObservations(in CheckInRecord) ([]Observation, error) {
 		return nil, err
 	}
 	effective := in.Effective.UTC().Truncate(time.Millisecond).Format(time.RFC3339Nano)
-	performer := in.PerformerRef
-	if performer == "" {
-		performer = in.PatientRef
+	performer := Reference{Reference: in.PerformerRef}
+	switch {
+	case in.PerformerRef != "":
+	case in.RecordedBy != "":
+		performer = MatrixUserReference(in.RecordedBy)
+	default:
+		performer = Reference{Reference: in.PatientRef}
 	}
 	var notes []Annotation
 	if text := strings.TrimSpace(in.CheckIn.Note); text != "" {
@@ -127,7 +136,7 @@ func CheckInObservations(in CheckInRecord) ([]Observation, error) {
 			Status:            "final",
 			Subject:           &Reference{Reference: in.PatientRef},
 			EffectiveDateTime: effective,
-			Performer:         []Reference{{Reference: performer}},
+			Performer:         []Reference{performer},
 			Note:              notes,
 		}
 	}
@@ -189,6 +198,9 @@ func checkRecord(in CheckInRecord) error {
 	}
 	if in.PerformerRef != "" && !isReference(in.PerformerRef, "Patient", "Practitioner", "PractitionerRole", "RelatedPerson") {
 		errs = append(errs, fmt.Errorf("performer reference %q is not Patient/, Practitioner/, PractitionerRole/ or RelatedPerson/<id>", in.PerformerRef))
+	}
+	if in.RecordedBy != "" && !validMatrixUser(in.RecordedBy) {
+		errs = append(errs, fmt.Errorf("recorded by %q, which is not a Matrix user ID", in.RecordedBy))
 	}
 	if in.Effective.IsZero() {
 		errs = append(errs, errors.New("no effective time"))

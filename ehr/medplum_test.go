@@ -339,8 +339,8 @@ func TestTransientFailuresRetried(t *testing.T) {
 			if !errors.As(err, &e) || e.Status != http.StatusServiceUnavailable || !e.Retryable() {
 				t.Errorf("error %v: want a retryable *ehr.Error with status 503", err)
 			}
-			if !strings.Contains(err.Error(), "Injected failure") {
-				t.Errorf("error %q lacks the OperationOutcome text", err)
+			if e.Outcome == nil || !strings.Contains(e.Outcome.String(), "Injected failure") || !strings.Contains(err.Error(), "error transient") {
+				t.Errorf("error %q lacks the OperationOutcome (or its issue code in the message)", err)
 			}
 		}
 		if n := count(t, ctx, srv, "$retry+1/x:example.org/hr"); n != 1 {
@@ -404,8 +404,11 @@ func TestValidationErrorIsPermanent(t *testing.T) {
 		if e.Retryable() || ehr.IsRetryable(err) {
 			t.Error("a validation error is retryable")
 		}
-		if e.Outcome == nil || !strings.Contains(err.Error(), "Missing required property") || !strings.Contains(err.Error(), "Observation.code") {
-			t.Errorf("message %q lacks the OperationOutcome text", err)
+		if e.Outcome == nil || !strings.Contains(e.Outcome.String(), "Missing required property") || !strings.Contains(err.Error(), "Observation.code") {
+			t.Errorf("message %q lacks the issue's location, or the OperationOutcome is missing", err)
+		}
+		if strings.Contains(err.Error(), "Missing required property") {
+			t.Errorf("message %q holds the server's words", err)
 		}
 		attempts := 0
 		_ = ehr.Retry(ctx, ehr.RetryPolicy{Attempts: 3, MinDelay: time.Millisecond, MaxDelay: time.Millisecond},

@@ -294,24 +294,24 @@ func (o *Outbox) deliverCheckIn(ctx context.Context, it *store.OutboxItem) (stri
 	if c == nil || c.PatientRef == "" {
 		return "", nil, permanentError{fmt.Sprintf("case #%d is not linked to a FHIR Patient (open cases with --patient or --mrn)", it.CaseID)}
 	}
-	performer := c.PatientRef
+	record := CheckInRecord{
+		EventID:    string(version.EventID),
+		CheckIn:    &care.CheckIn{Values: version.Values, Note: version.Note},
+		PatientRef: c.PatientRef,
+		Effective:  version.EffectiveAt,
+	}
 	if version.RecordedBy != version.PatientID {
+		// A clinician entered it: their Practitioner, or (without one) their Matrix ID names the performer.
 		ref, err := o.Store.Roles.PractitionerRef(ctx, version.RecordedBy)
 		if err != nil {
 			return "", nil, err
 		}
+		record.PerformerRef = ref
 		if ref == "" {
-			return "", nil, permanentError{fmt.Sprintf("the recording clinician %s has no FHIR Practitioner reference "+
-				"(add it with /admin clinician add %s --practitioner Practitioner/<id>)", version.RecordedBy, version.RecordedBy)}
+			record.RecordedBy = string(version.RecordedBy)
 		}
-		performer = ref
-	}
-	record := CheckInRecord{
-		EventID:      string(version.EventID),
-		CheckIn:      &care.CheckIn{Values: version.Values, Note: version.Note},
-		PatientRef:   c.PatientRef,
-		PerformerRef: performer,
-		Effective:    version.EffectiveAt,
+	} else {
+		record.PerformerRef = c.PatientRef
 	}
 	if version.Version == 1 {
 		bundle, err := CheckInBundle(record)

@@ -251,14 +251,14 @@ func questionnaireAnswer(q GuidedQuestion, a GuidedAnswer) (QuestionnaireRespons
 				return QuestionnaireResponseAnswer{ValueCoding: &Coding{System: ChoiceSystem(q.ID), Code: strconv.Itoa(i + 1), Display: choice}}, nil
 			}
 		}
-		return QuestionnaireResponseAnswer{}, fmt.Errorf("%q is not one of the choices", a.Text)
+		return QuestionnaireResponseAnswer{}, errors.New("the answer is not one of the choices")
 	case questionScore:
 		n, err := strconv.Atoi(strings.TrimSuffix(a.Text, "/10"))
 		if err != nil && a.Value != nil {
 			n, err = int(a.Value.Quantity.Value), nil
 		}
 		if err != nil || n < 0 || n > 10 {
-			return QuestionnaireResponseAnswer{}, fmt.Errorf("%q is not a score from 0 to 10", a.Text)
+			return QuestionnaireResponseAnswer{}, errors.New("the answer is not a score from 0 to 10")
 		}
 		return QuestionnaireResponseAnswer{ValueInteger: &n}, nil
 	case questionVital:
@@ -299,7 +299,7 @@ func (o *Outbox) deliverQuestionnaireResponse(ctx context.Context, it *store.Out
 		Questions []GuidedQuestion `json:"questions"`
 	}
 	if err := json.Unmarshal(s.Questionnaire, &qn); err != nil {
-		return "", nil, permanentError{fmt.Sprintf("guided check-in %d has an unreadable questionnaire: %v", s.ID, err)}
+		return "", nil, permanentError{fmt.Sprintf("guided check-in %d has an unreadable questionnaire", s.ID)}
 	}
 	answers, err := o.Store.Guided.Answers(ctx, s.ID)
 	if err != nil {

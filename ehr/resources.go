@@ -185,7 +185,8 @@ func (o OperationOutcome) MarshalJSON() ([]byte, error) {
 	return json.Marshal(plain(o))
 }
 
-// String joins the issues as "severity code: details (diagnostics) at expression; ...".
+// String joins the issues as "severity code: details (diagnostics) at expression; ...". It holds the server's own
+// words, which may echo the record (PHI): never log or show it; Summary is the form for logs and rooms.
 func (o *OperationOutcome) String() string {
 	if o == nil {
 		return ""
@@ -264,7 +265,7 @@ func (e BundleEntry) Decode(out any) error {
 	if len(e.Resource) == 0 {
 		return fmt.Errorf("bundle entry has no resource")
 	}
-	return json.Unmarshal(e.Resource, out)
+	return scrubJSONError(json.Unmarshal(e.Resource, out)) // the error may be logged: no quoted values
 }
 
 // ResourceType returns the entry's resourceType, or "" if it has no resource.

@@ -96,6 +96,7 @@ func TestPlanAndFilingsReachTheChart(t *testing.T) {
 	srv := fhirtesting.Start(t)
 	fhir := ehrClient(t, srv)
 	c, doc, pat, caseRoom, patientRoom, patientRef := ehrCase(t, srv)
+	provenanceSeedPractitioner(t, srv, "42") // a linked Practitioner must exist in the EHR
 	c.mustSucceed(c.admin, c.adminDM, "!admin clinician add "+doc.UserID.String()+" --practitioner Practitioner/42")
 	var caseID int64
 	if err := c.bot.db().QueryRow("SELECT id FROM cases WHERE case_room_id = $1", caseRoom).Scan(&caseID); err != nil {

@@ -243,16 +243,21 @@ func seedPatientWithID(t *testing.T, cli *ehr.Client, ref string) string {
 func TestEHRDeadLetterAndRetry(t *testing.T) {
 	srv := fhirtesting.Start(t)
 	c, doc, pat, caseRoom, patientRoom, patientRef := ehrCase(t, srv)
-	// A clinician without a Practitioner reference records a check-in: the EHR cannot be told who performed it.
+	// The EHR refuses a clinician's check-in (a 422, as for a resource that fails the server's own rules).
+	if err := srv.FailWrites(context.Background(), "POST", 422, 1, "refused by a rule of this EHR"); err != nil {
+		t.Fatal(err)
+	}
 	c.mustSucceed(doc, caseRoom, "!checkin for "+pat.UserID.String()+" hr=77 by phone")
-	botNotice(doc, c, caseRoom, "could not be filed", "dead letter")
+	botNotice(doc, c, caseRoom, "could not be filed", "dead letter", "422")
 	var seq int64
 	if err := c.bot.db().QueryRow("SELECT seq FROM ehr_outbox WHERE dead_at IS NOT NULL").Scan(&seq); err != nil {
 		t.Fatal(err)
 	}
-	if body := c.mustSucceed(c.admin, c.adminDM, "!admin outbox"); !strings.Contains(body, fmt.Sprint(seq)) || !strings.Contains(body, "Practitioner") {
+	if body := c.mustSucceed(c.admin, c.adminDM, "!admin outbox"); !strings.Contains(body, fmt.Sprint(seq)) || !strings.Contains(body, "422") {
 		t.Fatalf("admin outbox: %s", body)
 	}
+	// Linked to a Practitioner meanwhile: the retry names it as the performer.
+	provenanceSeedPractitioner(t, srv, "42") // a linked Practitioner must exist in the EHR
 	c.mustSucceed(c.admin, c.adminDM, "!admin clinician add "+doc.UserID.String()+" --practitioner Practitioner/42")
 	c.mustSucceed(c.admin, c.adminDM, fmt.Sprintf("!admin outbox retry %d", seq))
 	botNotice(doc, c, caseRoom, "filed in the EHR")

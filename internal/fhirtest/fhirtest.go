@@ -271,6 +271,13 @@ func (s *Server) Fail(ctx context.Context, status, count int, retryAfter time.Du
 	return s.control(ctx, http.MethodPost, "/test/fail", body, nil)
 }
 
+// FailWrites makes the next count FHIR requests with method (such as "POST") answer status with an
+// OperationOutcome whose details text and diagnostics are diagnostics (a server that echoes what it refused).
+func (s *Server) FailWrites(ctx context.Context, method string, status, count int, diagnostics string) error {
+	body := map[string]any{"status": status, "count": count, "method": method, "diagnostics": diagnostics}
+	return s.control(ctx, http.MethodPost, "/test/fail", body, nil)
+}
+
 // Reset brings the server back to its state after Start: no resources, no pending failures, no SMART clients,
 // no tokens, zero Stats.
 func (s *Server) Reset(ctx context.Context) error {

@@ -12,6 +12,8 @@
 //   /fhir/R4/.well-known/smart-configuration
 //   POST /auth/token                SMART Backend Services token endpoint (client_credentials, private_key_jwt)
 //   POST /test/fail                 {"status":503,"count":2,"retryAfter":1}: the next count FHIR requests get status
+//                                   ("method":"POST" only those with that method; "diagnostics":"..." the text of
+//                                   the OperationOutcome instead of "Injected failure: HTTP <status>")
 //   POST /test/reset                back to a fresh server: no resources, failures, clients or tokens
 //   POST /test/smart-client         {"client_id","jwks_url","token_lifetime"?}: register a SMART client
 //   POST /test/bearer               {"token"}: accept this static bearer token
@@ -612,14 +614,15 @@ async function handleFhir(req, res, url, rest) {
   stats.fhir_requests++;
   const body = ['POST', 'PUT', 'PATCH'].includes(req.method) ? await readFhirBody(req) : undefined;
 
-  if (failures.count > 0) {
+  if (failures.count > 0 && (failures.method === undefined || failures.method === req.method)) {
     failures.count--;
     const headers = {};
     if (failures.retryAfter !== undefined) {
       headers['Retry-After'] = String(failures.retryAfter);
     }
-    const code = failures.status === 429 ? 'throttled' : 'transient';
-    return sendFhir(res, failures.status, outcome('error', code, `Injected failure: HTTP ${failures.status}`), headers);
+    const code = failures.status === 429 ? 'throttled' : failures.status < 500 ? 'invalid' : 'transient';
+    const text = failures.diagnostics ?? `Injected failure: HTTP ${failures.status}`;
+    return sendFhir(res, failures.status, outcome('error', code, text), headers);
   }
 
   if (smartClients.size > 0 || tokens.size > 0) {
@@ -909,7 +912,13 @@ async function handleTest(req, res, url, what) {
     if (!Number.isInteger(status) || status < 400 || status > 599 || !Number.isInteger(count) || count < 0) {
       throw new HttpError(400, 'want {"status": 400-599, "count": N, "retryAfter": seconds}');
     }
-    failures = { status, count, retryAfter: body.retryAfter === undefined ? undefined : Number(body.retryAfter) };
+    failures = {
+      status,
+      count,
+      retryAfter: body.retryAfter === undefined ? undefined : Number(body.retryAfter),
+      method: typeof body.method === 'string' ? body.method.toUpperCase() : undefined,
+      diagnostics: typeof body.diagnostics === 'string' ? body.diagnostics : undefined,
+    };
     return sendJson(res, 200, { ok: true });
   }
   if (req.method === 'POST' && what === 'reset') {
