@@ -151,7 +151,9 @@ func (b *Bot) Kick(ctx context.Context, roomID id.RoomID, userID id.UserID, reas
 	if membership == event.MembershipLeave || membership == event.MembershipBan {
 		return nil
 	}
-	_, err = b.AS.BotIntent().KickUser(ctx, roomID, &mautrix.ReqKickUser{UserID: userID, Reason: reason})
+	if err = kickFault(userID); err == nil {
+		_, err = b.AS.BotIntent().KickUser(ctx, roomID, &mautrix.ReqKickUser{UserID: userID, Reason: reason})
+	}
 	if err != nil {
 		return fmt.Errorf("failed to remove user: %w", err)
 	}
