@@ -85,10 +85,10 @@ func roomsCaseCount(t *testing.T, c *clinic, room id.RoomID) int {
 	return n
 }
 
-// roomsKicked waits until u sees itself removed from room by the bot, and returns the reason.
-func roomsKicked(t *testing.T, c *clinic, u *user, room id.RoomID, timeout time.Duration) string {
+// roomsKicked waits until observer (a member of room) sees u removed from room by the bot, and returns the reason.
+func roomsKicked(t *testing.T, c *clinic, observer, u *user, room id.RoomID, timeout time.Duration) string {
 	t.Helper()
-	evt := u.waitFor(timeout, "its removal from "+room.String(), func(evt *event.Event) bool {
+	evt := observer.waitFor(timeout, "the removal of "+u.UserID.String()+" from "+room.String(), func(evt *event.Event) bool {
 		return evt.RoomID == room && evt.Type == event.StateMember && evt.GetStateKey() == u.UserID.String() &&
 			evt.Sender == c.botID && evt.Content.AsMember().Membership == event.MembershipLeave
 	})
@@ -164,13 +164,15 @@ func TestAttackRooms(t *testing.T) {
 	c.registerClinician(nurse)
 
 	var invitedRoom id.RoomID
-	var invitedOutsider *user
+	invitedOutsider := newUser(t, w.hsA, "outsider")
 	t.Run("link refuses a room with an invited outsider", func(t *testing.T) {
-		invitedOutsider = newUser(t, w.hsA, "outsider")
 		invitedRoom = roomsLinkableRoom(t, c, doc, nurse)
+		// Invited while the creator still had the power to (then gave it up).
+		roomsSetPower(t, roomsAsBot(t, c), invitedRoom, map[id.UserID]int{c.botID: 100, doc.UserID: 100, nurse.UserID: 50})
 		if _, err := doc.InviteUser(ctx, invitedRoom, &mautrix.ReqInviteUser{UserID: invitedOutsider.UserID}); err != nil {
 			t.Fatal(err)
 		}
+		roomsSetPower(t, doc.Client, invitedRoom, map[id.UserID]int{c.botID: 100, doc.UserID: 50, nurse.UserID: 50})
 		invitedOutsider.waitFor(30*time.Second, "the invite", func(evt *event.Event) bool {
 			return evt.RoomID == invitedRoom && evt.Type == event.StateMember && evt.GetStateKey() == invitedOutsider.UserID.String()
 		})
@@ -255,7 +257,7 @@ func TestAttackRooms(t *testing.T) {
 			return evt.RoomID == caseRoom && evt.Type == event.StateMember && evt.GetStateKey() == outsider.UserID.String()
 		})
 		_, _ = outsider.JoinRoomByID(ctx, caseRoom)
-		if reason := roomsKicked(t, c, outsider, caseRoom, 30*time.Second); reason == "" {
+		if reason := roomsKicked(t, c, nurse, outsider, caseRoom, 30*time.Second); reason == "" {
 			t.Fatal("removed without a reason")
 		}
 		roomsBotNotice(t, c, nurse, caseRoom, "the team told in the case room", outsider.UserID.String(), "removed")
@@ -291,7 +293,7 @@ func TestAttackRooms(t *testing.T) {
 			// The bot already put the join rule back: nothing more to attack.
 			t.Logf("join refused: %v", err)
 		} else {
-			roomsKicked(t, c, intruder, caseRoom, 30*time.Second)
+			roomsKicked(t, c, nurse, intruder, caseRoom, 30*time.Second)
 		}
 		roomsBotNotice(t, c, c.admin, c.adminDM, "the admins told of the join rule", "join rule")
 		if rule := state(t, doc, caseRoom, event.StateJoinRules); !strings.Contains(rule, `"invite"`) {
@@ -313,8 +315,8 @@ func TestAttackRooms(t *testing.T) {
 		if strings.Contains(body, "⛔") {
 			t.Fatalf("team remove: %s", body)
 		}
-		roomsKicked(t, c, flaky, caseRoom, 90*time.Second)
-		roomsKicked(t, c, flaky, patientRoom, 90*time.Second)
+		roomsKicked(t, c, nurse, flaky, caseRoom, 90*time.Second)
+		roomsKicked(t, c, nurse, flaky, patientRoom, 90*time.Second)
 		if roomsOnTeam(t, c, caseRoom, flaky.UserID) {
 			t.Fatal("still on the team in the database")
 		}
@@ -328,8 +330,8 @@ func TestAttackRooms(t *testing.T) {
 		joinInvited(t, remote, caseRoom)
 		joinInvited(t, remote, patientRoom)
 		c.mustSucceed(c.admin, c.adminDM, "!admin servers deny "+w.hsB.ServerName)
-		roomsKicked(t, c, remote, caseRoom, 60*time.Second)
-		roomsKicked(t, c, remote, patientRoom, 60*time.Second)
+		roomsKicked(t, c, nurse, remote, caseRoom, 60*time.Second)
+		roomsKicked(t, c, nurse, remote, patientRoom, 60*time.Second)
 		if roomsOnTeam(t, c, caseRoom, remote.UserID) {
 			t.Fatal("the denied server's user is still on the team in the database")
 		}
