@@ -173,7 +173,7 @@ func (d *cryptoDevice) newClient(deviceID id.DeviceID, accessToken string) (*mau
 		return nil, fmt.Errorf("failed to make the device's client: %w", err)
 	}
 	cli.DeviceID = deviceID
-	cli.StateStore = joinedOnlyStateStore{d.bot.stateStore} // room keys go to joined members only
+	cli.StateStore = joinedOnlyStateStore{d.bot.stateStore, d.bot} // room keys: see joinedOnlyStateStore
 	cli.SyncTraceLog = true
 	return cli, nil
 }
@@ -296,7 +296,7 @@ func (d *cryptoDevice) trackRoomEvent(ctx context.Context, evt *event.Event) {
 	switch evt.Type {
 	case event.StateMember:
 		d.mach.HandleMemberEvent(ctx, evt)
-		// Room keys go to joined members only (joinedOnlyStateStore), and mautrix keeps the room's session when an
+		// Invited users mostly get no room keys (joinedOnlyStateStore), and mautrix keeps the room's session when an
 		// invited user joins: start a new one, shared with the new member, for what is sent from now on.
 		if evt.Content.AsMember().Membership == event.MembershipJoin && prevMembership(evt) != event.MembershipJoin {
 			if err := d.mach.CryptoStore.RemoveOutboundGroupSession(ctx, evt.RoomID); err != nil {

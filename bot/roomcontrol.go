@@ -46,24 +46,55 @@ func (b *Bot) reconcileLoop(ctx context.Context, r Reconciler) {
 	}
 }
 
-// joinedOnlyStateStore is the state store as the bot's crypto device sees it: megolm sessions are shared with the
-// devices of joined members only, never with users who are merely invited (mautrix shares with
-// GetRoomJoinedOrInvitedMembers). An invited user who joins gets the keys of messages sent after the join
-// (trackRoomEvent starts a new session then).
+// joinedOnlyStateStore is the state store as the bot's crypto device sees it. mautrix shares megolm sessions with
+// GetRoomJoinedOrInvitedMembers; here that is the joined members, plus invited users the bot itself put on the
+// room's case (a care team member, the case's patient in the patient room), who would otherwise never read what the
+// bot sent before they joined. Anyone else who is invited (by someone else, to a room that is not a case's) gets no
+// room keys until they join, and in a case's rooms they are removed before that.
 type joinedOnlyStateStore struct {
 	*sqlstatestore.SQLStateStore
+	bot *Bot
 }
 
 func (s joinedOnlyStateStore) GetRoomJoinedOrInvitedMembers(ctx context.Context, roomID id.RoomID) ([]id.UserID, error) {
-	members, err := s.GetRoomMembers(ctx, roomID, event.MembershipJoin)
+	members, err := s.GetRoomMembers(ctx, roomID, event.MembershipJoin, event.MembershipInvite)
 	if err != nil {
 		return nil, err
 	}
 	ids := make([]id.UserID, 0, len(members))
-	for userID := range members {
+	for userID, member := range members {
+		if member.Membership == event.MembershipInvite {
+			if ok, err := s.bot.invitedMayRead(ctx, roomID, userID); err != nil {
+				return nil, err
+			} else if !ok {
+				continue
+			}
+		}
 		ids = append(ids, userID)
 	}
 	return ids, nil
+}
+
+// invitedMayRead reports whether an invited user gets the room keys of a room: only when the room belongs to a
+// case and the user is on it (or the bot has just invited them for it).
+func (b *Bot) invitedMayRead(ctx context.Context, roomID id.RoomID, userID id.UserID) (bool, error) {
+	c, err := b.Store.Cases.ByRoom(ctx, roomID)
+	if err != nil || c == nil {
+		return false, err
+	}
+	if allowed, err := b.ServerAllowed(ctx, userID.Homeserver()); err != nil || !allowed {
+		return false, err
+	}
+	if b.RecentlyInvited(roomID, userID) {
+		return true, nil
+	}
+	if onTeam, err := b.Store.Cases.IsOnTeam(ctx, c.ID, userID); err != nil || onTeam {
+		return onTeam, err
+	}
+	if roomID != c.PatientRoomID {
+		return false, nil
+	}
+	return b.Store.Cases.IsPatientOf(ctx, c.ID, userID)
 }
 
 // Members lists the users joined to or invited into a room, as the bot's state store knows them.
