@@ -92,6 +92,7 @@ type Bot struct {
 	failures      map[int64]int // inbox seq -> failed attempts, for giving up on events that fail for good
 	resend        resendCheck   // messages queued before the start that may already be in their rooms (resend.go)
 	sched         scheduler
+	invites       recentInvites // whom the bot invited lately (roomcontrol.go)
 	stop          context.CancelFunc
 	ctx           context.Context
 
@@ -146,6 +147,9 @@ func (b *Bot) Start(ctx context.Context) error {
 	}
 	b.startScheduler()
 	b.startPruner()
+	if r, ok := b.Handler.(Reconciler); ok {
+		go b.reconcileLoop(b.ctx, r)
+	}
 	b.AS.Ready = true
 	b.Log.Info().Str("bot", b.Config.BotMXID().String()).Str("listen", b.Addr()).Msg("caseroom is ready")
 	return nil

@@ -184,7 +184,7 @@ func (d *cryptoDevice) newClient(deviceID id.DeviceID, accessToken string) (*mau
 		return nil, fmt.Errorf("failed to make the device's client: %w", err)
 	}
 	cli.DeviceID = deviceID
-	cli.StateStore = d.bot.stateStore
+	cli.StateStore = joinedOnlyStateStore{d.bot.stateStore, d.bot} // room keys: see joinedOnlyStateStore
 	cli.SyncTraceLog = true
 	return cli, nil
 }
@@ -397,9 +397,28 @@ func (d *cryptoDevice) trackRoomEvent(ctx context.Context, evt *event.Event) {
 	switch evt.Type {
 	case event.StateMember:
 		d.mach.HandleMemberEvent(ctx, evt)
+		// Invited users mostly get no room keys (joinedOnlyStateStore), and mautrix keeps the room's session when an
+		// invited user joins: start a new one, shared with the new member, for what is sent from now on.
+		if evt.Content.AsMember().Membership == event.MembershipJoin && prevMembership(evt) != event.MembershipJoin {
+			if err := d.mach.CryptoStore.RemoveOutboundGroupSession(ctx, evt.RoomID); err != nil {
+				zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to end the room's outgoing megolm session after a join")
+			}
+		}
 	case event.StateHistoryVisibility:
 		d.mach.HandleHistoryVisibility(ctx, evt)
 	}
+}
+
+// prevMembership is the membership a member event replaced, "" when the event does not say.
+func prevMembership(evt *event.Event) event.Membership {
+	if evt.Unsigned.PrevContent == nil {
+		return ""
+	}
+	_ = evt.Unsigned.PrevContent.ParseRaw(evt.Type)
+	if prev := evt.Unsigned.PrevContent.AsMember(); prev != nil {
+		return prev.Membership
+	}
+	return ""
 }
 
 func (d *cryptoDevice) wait() {

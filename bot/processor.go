@@ -363,6 +363,11 @@ func (b *Bot) handle(ctx context.Context, turn *Turn) (err error) {
 			return mh.HandleMembership(ctx, turn)
 		}
 		return nil
+	case evt.Type == event.StateEncryption || evt.Type == event.StateJoinRules:
+		if sh, ok := b.Handler.(RoomStateHandler); ok {
+			return sh.HandleRoomState(ctx, turn)
+		}
+		return nil
 	case evt.Sender == b.BotID():
 		return nil
 	case evt.Type == event.EventRedaction:
@@ -440,6 +445,14 @@ func (b *Bot) sendOutgoing(ctx context.Context, out *store.Outgoing) error {
 	log := zerolog.Ctx(ctx).With().Int64("outgoing_seq", out.Seq).Logger()
 	txnID := outgoingTxnID(b.Store.InstanceID, out.Seq)
 	req := mautrix.ReqSendEvent{TransactionID: txnID}
+	if blocked, err := b.sendBlocked(ctx, out.RoomID); err != nil {
+		return err
+	} else if blocked {
+		// The room's encryption was changed away from megolm: sending would put the message in clear text.
+		b.Metrics.MessagesSent.WithLabelValues("failed").Inc()
+		log.Warn().Str("type", out.Type.Type).Msg("Room encryption changed, not sending")
+		return b.Store.Outgoing.MarkFailed(ctx, out.Seq, "room-encryption-changed")
+	}
 	var resp *mautrix.RespSendEvent
 	var err error
 	if b.e2ee != nil {

@@ -22,8 +22,9 @@ type RoomSpec struct {
 	Members []id.UserID
 }
 
-// MemberPower is the power level of care team members in case rooms: they can name the room and redact, but only
-// the bot invites, removes or changes who may do what, so that the database stays the one truth about who is in.
+// MemberPower is the power level of care team members in case rooms: they can name the room (everyone can redact
+// their own messages), but only the bot invites, removes, redacts others' messages or changes who may do what, so
+// that the database stays the one truth about who is in.
 const MemberPower = 50
 
 // CreateRoom creates an encrypted room once per (cause event, step): processing the same event again after a
@@ -77,8 +78,12 @@ func (b *Bot) CreateRoom(ctx context.Context, cause id.EventID, step string, spe
 			InvitePtr:       ptr.Ptr(100),
 			KickPtr:         ptr.Ptr(100),
 			BanPtr:          ptr.Ptr(100),
-			RedactPtr:       ptr.Ptr(MemberPower),
+			// Only the bot removes others' messages (everyone can redact their own).
+			RedactPtr: ptr.Ptr(100),
+			// Only the bot decides who is in the room and how it is protected.
 			Events: map[string]int{
+				event.StateGuestAccess.Type:       100,
+				"m.room.third_party_invite":       100,
 				event.StatePowerLevels.Type:       100,
 				event.StateHistoryVisibility.Type: 100,
 				event.StateEncryption.Type:        100,
@@ -91,6 +96,9 @@ func (b *Bot) CreateRoom(ctx context.Context, cause id.EventID, step string, spe
 	})
 	if err != nil {
 		return "", fmt.Errorf("failed to create room: %w", err)
+	}
+	for _, member := range spec.Members {
+		b.invites.note(resp.RoomID, member)
 	}
 	if err = b.Store.Effects.Put(ctx, cause, step, resp.RoomID.String()); err != nil {
 		return "", err
@@ -137,6 +145,7 @@ func (b *Bot) Invite(ctx context.Context, roomID id.RoomID, userID id.UserID, po
 		return err
 	}
 	if membership != event.MembershipInvite && membership != event.MembershipJoin {
+		b.invites.note(roomID, userID)
 		_, err = b.AS.BotIntent().InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: userID, Reason: reason})
 		if err != nil && !alreadyMember(err) {
 			return fmt.Errorf("failed to invite user: %w", err)
@@ -175,6 +184,7 @@ func (b *Bot) RaisePower(ctx context.Context, roomID id.RoomID, userID id.UserID
 
 // Kick removes a user from a room; a user who is not in it counts as done.
 func (b *Bot) Kick(ctx context.Context, roomID id.RoomID, userID id.UserID, reason string) error {
+	b.invites.forget(roomID, userID)
 	membership, err := b.Membership(ctx, roomID, userID)
 	if err != nil {
 		return err
@@ -182,7 +192,9 @@ func (b *Bot) Kick(ctx context.Context, roomID id.RoomID, userID id.UserID, reas
 	if membership == event.MembershipLeave || membership == event.MembershipBan {
 		return nil
 	}
-	_, err = b.AS.BotIntent().KickUser(ctx, roomID, &mautrix.ReqKickUser{UserID: userID, Reason: reason})
+	if err = kickFault(userID); err == nil {
+		_, err = b.AS.BotIntent().KickUser(ctx, roomID, &mautrix.ReqKickUser{UserID: userID, Reason: reason})
+	}
 	if err != nil {
 		return fmt.Errorf("failed to remove user: %w", err)
 	}

@@ -19,6 +19,11 @@ import (
 func (b *Bot) SendNow(ctx context.Context, roomID id.RoomID, content any, cause id.EventID, step string) (id.EventID, error) {
 	sum := sha256.Sum256([]byte(string(cause) + "\x00" + step))
 	req := mautrix.ReqSendEvent{TransactionID: fmt.Sprintf("caseroom.%s.now.%s", b.Store.InstanceID, hex.EncodeToString(sum[:16]))}
+	if blocked, err := b.sendBlocked(ctx, roomID); err != nil {
+		return "", err
+	} else if blocked {
+		return "", ErrRoomEncryptionChanged
+	}
 	var resp *mautrix.RespSendEvent
 	var err error
 	if b.e2ee != nil {

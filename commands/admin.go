@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
 )
@@ -255,8 +256,21 @@ func runServerDeny(ctx context.Context, call *Call) error {
 			call.Fail("not-found", "%s was not allowed; nothing changed.", format.SafeMarkdownCode(server))
 			return nil
 		}
-		call.Done(0, "Users of %s are no longer obeyed, invited or joined.", format.SafeMarkdownCode(server))
+		// Their care team memberships end with the server's allowance; the kicks from case and patient rooms
+		// follow once this is stored (and are retried by the reconciler when the homeserver refuses one).
+		ended, err := call.Bot.Store.Cases.RemoveTeamMembersOfServer(ctx, server)
+		if err != nil {
+			return err
+		}
+		call.Done(0, "Users of %s are no longer obeyed, invited or joined. %d care team memberships ended; I am removing "+
+			"the server's users from all case and patient rooms.", format.SafeMarkdownCode(server), ended)
 		return nil
+	})
+	b := call.Bot
+	call.AfterCommit(func() {
+		if err := reconcileRooms(ctx, b); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Could not remove all users of a denied server yet, will retry")
+		}
 	})
 	return nil
 }

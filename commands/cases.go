@@ -6,6 +6,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
@@ -189,38 +190,15 @@ func runCaseLink(ctx context.Context, call *Call) error {
 		call.Fail("refused:unencrypted", "⛔ A case room must be end-to-end encrypted. Turn on encryption in the room settings, then try again.")
 		return nil
 	}
-	pl, err := b.AS.BotIntent().PowerLevels(ctx, roomID)
+	problems, team, err := roomControlProblems(ctx, b, roomID)
 	if err != nil {
 		return err
 	}
-	if pl.GetUserLevel(b.BotID()) < 100 {
-		call.Fail("refused:power", "⛔ I need power level 100 in this room to manage who is in it (I have %d). Give me admin rights, then try again.",
-			pl.GetUserLevel(b.BotID()))
+	if len(problems) > 0 {
+		call.Fail("refused:room-control", "⛔ I can adopt this room as a case room only when I alone decide who is in it "+
+			"and how it is protected. What to change:\n\n* %s\n\nOr let me make fresh rooms that are set up this way: "+
+			"`/case new <title>` in a direct chat with me.", strings.Join(problems, "\n* "))
 		return nil
-	}
-	members, err := b.JoinedMembers(ctx, roomID)
-	if err != nil {
-		return err
-	}
-	var team []id.UserID
-	for _, member := range members {
-		if member == b.BotID() {
-			continue
-		}
-		isClinician, err := b.Store.Roles.IsClinician(ctx, member)
-		if err != nil {
-			return err
-		}
-		isPatient, err := b.Store.Cases.IsAnyPatient(ctx, member)
-		if err != nil {
-			return err
-		}
-		if !isClinician || isPatient {
-			call.Fail("refused:members", "⛔ Only registered clinicians may be in a case room, and %s is not one. Remove them first.",
-				format.SafeMarkdownCode(member.String()))
-			return nil
-		}
-		team = append(team, member)
 	}
 	if patientRef, ok = resolveMRN(ctx, call, patientRef, mrn); !ok {
 		return nil
@@ -448,17 +426,21 @@ func runTeamRemove(ctx context.Context, call *Call) error {
 			format.SafeMarkdownCode(user.String()))
 		return nil
 	}
-	for _, roomID := range []id.RoomID{c.CaseRoomID, c.PatientRoomID} {
-		if err = b.Kick(ctx, roomID, user, "removed from the care team"); err != nil {
-			return err
-		}
-	}
+	// The team row goes first, in the turn's transaction; the kicks follow once it is stored. A kick the homeserver
+	// refuses is retried by the reconciler (bot.Reconciler), which removes from a case's rooms everyone not on it.
 	call.Write(func(ctx context.Context) error {
 		if _, err := b.Store.Cases.RemoveTeamMember(ctx, c.ID, user); err != nil {
 			return err
 		}
-		call.Done(c.ID, "%s is no longer on the care team; I removed them from both rooms.", format.SafeMarkdownCode(user.String()))
+		call.Done(c.ID, "%s is no longer on the care team; I am removing them from both rooms.", format.SafeMarkdownCode(user.String()))
 		return nil
+	})
+	call.AfterCommit(func() {
+		for _, roomID := range []id.RoomID{c.CaseRoomID, c.PatientRoomID} {
+			if err := b.Kick(ctx, roomID, user, "removed from the care team"); err != nil {
+				zerolog.Ctx(ctx).Warn().Err(err).Int64("case_id", c.ID).Msg("Could not remove a former team member from a room, will retry")
+			}
+		}
 	})
 	return nil
 }
@@ -521,6 +503,19 @@ func (p *Processor) HandleMembership(ctx context.Context, turn *bot.Turn) error 
 	membership := evt.Content.AsMember().Membership
 	left := membership == event.MembershipLeave || membership == event.MembershipBan
 	entry := &store.AuditEntry{Actor: evt.Sender, CaseID: c.ID, RoomID: evt.RoomID, EventID: evt.ID, Outcome: "ok", Detail: target.String()}
+	// The bot owns membership: anyone else who is invited or joins without being on the case is removed at once
+	// (an invite by someone else, a join after a join rule change, a join over federation). The bot's own invites
+	// are left alone while the command that sent them is still storing its result.
+	if target != b.BotID() && (membership == event.MembershipInvite || membership == event.MembershipJoin) &&
+		!(evt.Sender == b.BotID() && membership == event.MembershipInvite) && !b.RecentlyInvited(evt.RoomID, target) {
+		allowed, err := mayBeIn(ctx, b, c, evt.RoomID, target)
+		if err != nil {
+			return err
+		}
+		if !allowed {
+			return removeIntruder(ctx, turn, c, target, membership)
+		}
+	}
 	switch {
 	case target == b.BotID():
 		// The bot never leaves a case's rooms by itself: any leave is a removal (a kick, a ban, an operator

@@ -48,6 +48,12 @@ func TestCaseLinkAndBotRemoval(t *testing.T) {
 	if _, err := doc.KickUser(ctx, room, &mautrix.ReqKickUser{UserID: stranger.UserID}); err != nil {
 		t.Fatal(err)
 	}
+	// The bot alone may decide who is in a case room: the creator gives up the power to invite, kick and change
+	// the room's rules.
+	if _, body := c.command(doc, room, "!case link Shared ward round"); !strings.Contains(body, doc.UserID.String()) {
+		t.Fatalf("linked a room where its creator can still invite: %s", body)
+	}
+	roomsSetPower(t, doc.Client, room, map[id.UserID]int{c.botID: 100, doc.UserID: 50})
 	evtID, body := c.command(doc, room, "!case link Shared ward round --patient Patient/77")
 	if !strings.Contains(body, "is open") {
 		t.Fatalf("case link: %s", body)

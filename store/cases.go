@@ -230,3 +230,43 @@ func (q *CaseQuery) IsAnyPatient(ctx context.Context, userID id.UserID) (bool, e
 	}
 	return err == nil, err
 }
+
+// OpenCases lists the cases that are not closed.
+func (q *CaseQuery) OpenCases(ctx context.Context) ([]*Case, error) {
+	rows, err := q.db.Query(ctx, "SELECT "+caseColumns+" FROM cases WHERE closed_at IS NULL ORDER BY id")
+	return dbutil.NewRowIterWithError(rows, scanCase, err).AsList()
+}
+
+// RemoveTeamMembersOfServer removes the users of a homeserver from every care team and returns how many team
+// memberships ended.
+func (q *CaseQuery) RemoveTeamMembersOfServer(ctx context.Context, server string) (int, error) {
+	rows, err := q.db.Query(ctx, `SELECT case_id, user_id FROM care_team WHERE user_id LIKE $1`, "%:"+server)
+	if err != nil {
+		return 0, err
+	}
+	type member struct {
+		caseID int64
+		userID id.UserID
+	}
+	var found []member
+	for rows.Next() {
+		var m member
+		if err = rows.Scan(&m.caseID, &m.userID); err != nil {
+			_ = rows.Close()
+			return 0, err
+		}
+		if m.userID.Homeserver() == server {
+			found = append(found, m)
+		}
+	}
+	if err = rows.Err(); err != nil {
+		return 0, err
+	}
+	_ = rows.Close()
+	for _, m := range found {
+		if _, err = q.RemoveTeamMember(ctx, m.caseID, m.userID); err != nil {
+			return 0, err
+		}
+	}
+	return len(found), nil
+}

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/caseroom/caseroom/internal/testdb"
 	"github.com/caseroom/caseroom/store"
 )
@@ -151,6 +153,50 @@ func TestAuditAndEffects(t *testing.T) {
 		_ = st.Effects.Put(ctx, "$e", "case-room", "!b:hs")
 		if got, _ := st.Effects.Get(ctx, "$e", "case-room"); got != "!a:hs" {
 			t.Fatalf("effect = %q, want the first result kept", got)
+		}
+	})
+}
+
+func TestRemoveTeamMembersOfServer(t *testing.T) {
+	testdb.ForEach(t, func(t *testing.T, cfg store.Config) {
+		ctx := context.Background()
+		st := open(t, cfg)
+		open1 := &store.Case{Title: "a", CaseRoomID: "!a:hs", PatientRoomID: "!ap:hs", CreatedBy: "@doc:hs"}
+		closed := &store.Case{Title: "b", CaseRoomID: "!b:hs", PatientRoomID: "!bp:hs", CreatedBy: "@doc:hs"}
+		if err := st.Cases.Create(ctx, open1, "$a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Cases.Create(ctx, closed, "$b"); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []*store.Case{open1, closed} {
+			for _, u := range []string{"@doc:hs", "@remote:b.example", "@other:xb.example", "@x:b_example"} {
+				if _, err := st.Cases.AddTeamMember(ctx, c.ID, id.UserID(u), "", "@doc:hs"); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := st.Cases.Close(ctx, closed.ID, "@doc:hs"); err != nil {
+			t.Fatal(err)
+		}
+		n, err := st.Cases.RemoveTeamMembersOfServer(ctx, "b.example")
+		if err != nil || n != 2 {
+			t.Fatalf("removed %d, %v; want 2 (only users of exactly b.example)", n, err)
+		}
+		for _, c := range []*store.Case{open1, closed} {
+			team, _ := st.Cases.Team(ctx, c.ID)
+			if len(team) != 3 {
+				t.Fatalf("team of case %d = %+v", c.ID, team)
+			}
+			for _, m := range team {
+				if m.UserID == "@remote:b.example" {
+					t.Fatal("user of the denied server still on a team")
+				}
+			}
+		}
+		cases, err := st.Cases.OpenCases(ctx)
+		if err != nil || len(cases) != 1 || cases[0].ID != open1.ID {
+			t.Fatalf("open cases = %+v, %v", cases, err)
 		}
 	})
 }
