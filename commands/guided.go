@@ -382,9 +382,12 @@ func finishGuided(ctx context.Context, turn *bot.Turn, c *store.Case, s *store.G
 		tell(turn, viaPoll, sb.String())
 		return nil
 	}
+	// The last answer's time, clamped like a typed check-in's (the sender's server sets origin_server_ts).
+	effective, claimed, received := turn.EventTimes()
 	record := &store.CheckIn{
 		CaseID: c.ID, EventID: s.StartEvent, RoomID: s.RoomID, PatientID: s.PatientID, RecordedBy: s.PatientID,
-		Source: store.SourceGuided, EffectiveAt: time.UnixMilli(turn.Event.Timestamp).UTC(), Values: checkIn.Values, Note: checkIn.Note,
+		Source: store.SourceGuided, EffectiveAt: effective, ClaimedAt: claimed, ReceivedAt: received,
+		Values: checkIn.Values, Note: checkIn.Note,
 	}
 	call := &Call{Turn: turn, Command: cmdCheckInStart, Sender: s.PatientID}
 	if err := saveCheckIn(ctx, call, c, record, limits, "📝 Guided check-in"); err != nil {

@@ -278,7 +278,11 @@ func runEngine(ctx context.Context, r engineRun) (res *EngineResult, err error) 
 			return res, err
 		}
 	}
-	if !r.opts.Skip["drain"] {
+	switch {
+	case r.opts.Skip["drain"]:
+	case pendingDrain != "":
+		r.say("%s: outbox drain not measured: %s", r.engine.title(), pendingDrain)
+	default:
 		r.say("%s: outbox drain to the FHIR server (%d server creates, %d check-ins)", r.engine.title(), r.opts.ServerCreates, r.opts.DrainCheckins)
 		res.Drain, err = runDrain(ctx, drainRun{
 			creates: r.opts.ServerCreates, checkins: r.opts.DrainCheckins, botURL: setup.BotURL,

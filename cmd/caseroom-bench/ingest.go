@@ -40,8 +40,8 @@ type ingestScenario struct {
 }
 
 var ingestScenarios = []ingestScenario{
-	{Name: "ingest, 1 connection (as a homeserver sends)", Conns: 1, CheckinShare: 0.10, TargetEventsPerSec: 20_000, TargetCheckinsPerSec: 3_000},
-	{Name: "ingest, 4 connections", Conns: 4, CheckinShare: 0.10, TargetEventsPerSec: 20_000, TargetCheckinsPerSec: 3_000},
+	{Name: "ingest, 1 connection (as a homeserver sends)", Conns: 1, CheckinShare: 0.10, TargetEventsPerSec: 20_000, TargetCheckinsPerSec: 3_000, Pending: pendingEncryptedClients},
+	{Name: "ingest, 4 connections", Conns: 4, CheckinShare: 0.10, TargetEventsPerSec: 20_000, TargetCheckinsPerSec: 3_000, Pending: pendingEncryptedClients},
 }
 
 // chatLines are the bodies of the chat messages, numbered to make each unique.

@@ -37,8 +37,13 @@ type latencyScenario struct {
 
 var latencyScenarios = []latencyScenario{
 	{Name: "ping", Command: "!ping", TargetP50VsF1: 1.10, TargetP99VsF1: 1.25},
-	{Name: "checkin", Command: "!checkin hr=72", TargetP50VsF1: 1.20, PatientRoom: true},
+	{Name: "checkin", Command: "!checkin hr=72", TargetP50VsF1: 1.20, PatientRoom: true, Pending: pendingEncryptedClients},
 }
+
+// pendingEncryptedClients is why the check-in scenarios are not measured: the bench's clients send in clear text,
+// and caseroom refuses (and redacts) clear-text patient data in its encrypted patient rooms. They come back once the
+// bench's clients encrypt and cross-sign their devices, as users' apps do.
+const pendingEncryptedClients = "the bench's clients do not encrypt yet, and caseroom refuses clear-text check-ins in encrypted rooms"
 
 // latencyMode is how many clients send at once: one (sequential) or one per room.
 type latencyMode struct {
