@@ -821,7 +821,9 @@ func printWelcome(out io.Writer, s *setup, dir string) {
 	}
 	fmt.Fprintf(&b, "\nConnect with Element (Desktop, or Web at https://app.element.io):\n")
 	fmt.Fprintf(&b, "  1. Sign in, click \"Edit\" next to the homeserver and enter %s\n", s.HomeserverURL)
-	fmt.Fprintf(&b, "  2. Sign in with a username and password from the list above.\n")
+	fmt.Fprintf(&b, "  2. Sign in with a username and password from the list above. When Element offers to set up Secure\n")
+	fmt.Fprintf(&b, "     Backup, do it: that cross-signs your session, and caseroom takes commands with patient data only\n")
+	fmt.Fprintf(&b, "     from cross-signed sessions (encryption.min_trust).\n")
 	fmt.Fprintf(&b, "  3. Start a chat with %s and type !ping\n", s.Bot)
 	fmt.Fprintf(&b, "     (commands also work as /ping, but Element asks before sending unknown /commands; ! avoids that).\n\n")
 	if s.EHR != nil {
