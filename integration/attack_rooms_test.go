@@ -22,7 +22,7 @@ func roomsClinic(t *testing.T, extra map[string]any, env ...string) *clinic {
 		extra = map[string]any{}
 	}
 	extra["admins"] = []string{admin.UserID.String()}
-	c := &clinic{t: t, bot: startBot(t, extra, env...), botID: id.NewUserID(w.reg.SenderLocalpart, w.hsA.ServerName), admin: admin}
+	c := &clinic{t: t, hs: w.hsA, bot: startBot(t, extra, env...), botID: id.NewUserID(w.reg.SenderLocalpart, w.hsA.ServerName), admin: admin}
 	c.adminDM = admin.encryptedRoomWithBot(c.botID)
 	return c
 }

@@ -281,7 +281,7 @@ func TestAttackTextSendFailureIsReported(t *testing.T) {
 	admin := newUser(t, w.hsA, "admin")
 	// The test build lifts the page budget, so the answer is the size it would be unpaged and the homeserver
 	// really refuses it.
-	c := &clinic{t: t, bot: startBot(t, map[string]any{"admins": []string{admin.UserID.String()}}, "CASEROOM_FAULT_PAGE_BYTES=10000000"),
+	c := &clinic{t: t, hs: w.hsA, bot: startBot(t, map[string]any{"admins": []string{admin.UserID.String()}}, "CASEROOM_FAULT_PAGE_BYTES=10000000"),
 		botID: id.NewUserID(w.reg.SenderLocalpart, w.hsA.ServerName), admin: admin}
 	c.adminDM = admin.encryptedRoomWithBot(c.botID)
 	doc, pat, caseRoom, patientRoom := patientCase(t, c)
@@ -313,11 +313,14 @@ func TestAttackTextSendFailureIsReported(t *testing.T) {
 // textScrape is scrape for a counter that may not have been created yet (0 then).
 func textScrape(t *testing.T, bot *botProcess, sample string) float64 {
 	t.Helper()
-	resp, err := http.Get(bot.URL() + "/metrics")
+	resp, err := http.Get(bot.MetricsURL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("metrics scrape: HTTP %d", resp.StatusCode)
+	}
 	body, _ := io.ReadAll(resp.Body)
 	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(sample) + ` ([0-9.e+-]+)$`).FindSubmatch(body)
 	if m == nil {

@@ -34,15 +34,15 @@ func newClinic(t *testing.T, extra map[string]any) *clinic {
 	return newClinicOn(t, onDendrite(t), extra)
 }
 
-// newClinicOn starts a clinic on the given homeserver.
-func newClinicOn(t *testing.T, on *onHomeserver, extra map[string]any) *clinic {
+// newClinicOn starts a clinic on the given homeserver; env adds environment variables (fault injection).
+func newClinicOn(t *testing.T, on *onHomeserver, extra map[string]any, env ...string) *clinic {
 	t.Helper()
 	admin := newUser(t, on.hs, "admin")
 	if extra == nil {
 		extra = map[string]any{}
 	}
 	extra["admins"] = []string{admin.UserID.String()}
-	c := &clinic{t: t, hs: on.hs, bot: startBotOn(t, on.target, extra), botID: on.hs.UserID(on.target.reg.SenderLocalpart), admin: admin}
+	c := &clinic{t: t, hs: on.hs, bot: startBotOn(t, on.target, extra, env...), botID: on.hs.UserID(on.target.reg.SenderLocalpart), admin: admin}
 	c.adminDM = admin.encryptedRoomWithBot(c.botID)
 	return c
 }
