@@ -149,6 +149,22 @@ func gateFiled(t *testing.T, c *clinic, u *user, room id.RoomID, text string) (c
 // gateSendEncrypted megolm-encrypts content as an event of any type (what a client can do, not what Element does)
 // and sends it; withoutOuterRelation drops the relation the encryption copies to the cleartext part, so that it
 // exists only inside the ciphertext.
+// gateSendEdit sends an edit from room the way a client would; where the homeserver refuses an edit whose relation
+// points into another room (Synapse does, "Relations must be in the same room"), it sends it with the relation only
+// inside the ciphertext, which no homeserver can check.
+func gateSendEdit(t *testing.T, u *user, room id.RoomID, content *event.MessageEventContent) id.EventID {
+	t.Helper()
+	resp, err := u.SendMessageEvent(context.Background(), room, event.EventMessage, content)
+	if err == nil {
+		return resp.EventID
+	}
+	if !strings.Contains(err.Error(), "Relations must be in the same room") {
+		t.Fatal(err)
+	}
+	t.Logf("the homeserver refused the edit's cross-room relation (%v); sending it inside the ciphertext only", err)
+	return gateSendEncrypted(t, u, room, event.EventMessage, content, true)
+}
+
 func gateSendEncrypted(t *testing.T, u *user, room id.RoomID, evtType event.Type, content any, withoutOuterRelation bool) id.EventID {
 	t.Helper()
 	ctx := context.Background()
@@ -200,265 +216,254 @@ func gateRefused(t *testing.T, c *clinic, u *user, room id.RoomID, evtID id.Even
 // attack is refused in the room it came from, audited, and leaves the database and the EHR unchanged; and that
 // the legitimate paths still work.
 func TestGateAttacks(t *testing.T) {
-	srv := fhirtesting.Start(t)
-	fhir := ehrClient(t, srv)
-	patientRef := seedPatient(t, fhir, "Okafor", "MRN-GATE")
-	// The bot's kicks of the remote clinician fail, so that after `servers deny` they are still in the patient room
-	// (as when their homeserver does not pass the kick on) and their edit reaches the bot.
-	c := newClinicOn(t, onDendrite(t), map[string]any{"ehr": map[string]any{"url": srv.URL, "timeout": "5s"}},
-		"CASEROOM_FAULT_KICK_FAIL=remotedoc_", "CASEROOM_FAULT_KICK_FAIL_FOR=1h")
-	g := &gateEHR{t: t, c: c, srv: srv, cli: fhir}
-	w := c.bot.w
-	doc, pat := newUser(t, w.hsA, "doc"), newUser(t, w.hsA, "pat")
-	g.registerClinician(doc)
-	docDM := doc.encryptedRoomWithBot(c.botID)
-	caseRoom, patientRoom := c.openCase(doc, docDM, "Heart failure follow-up --patient "+patientRef)
-	c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
-	joinInvited(t, pat, patientRoom)
-	ctx := context.Background()
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		srv := fhirtesting.Start(t)
+		fhir := ehrClient(t, srv)
+		patientRef := seedPatient(t, fhir, "Okafor", "MRN-GATE")
+		// The bot's kicks of the remote clinician fail, so that after `servers deny` they are still in the patient room
+		// (as when their homeserver does not pass the kick on) and their edit reaches the bot.
+		// Rooms of version 10, which the Dendrite of the remote clinician can join (Synapse's default is 12).
+		c := newClinicOn(t, on, map[string]any{"ehr": map[string]any{"url": srv.URL, "timeout": "5s"},
+			"homeserver": map[string]any{"room_version": "10"}},
+			"CASEROOM_FAULT_KICK_FAIL=remotedoc_", "CASEROOM_FAULT_KICK_FAIL_FOR=1h")
+		g := &gateEHR{t: t, c: c, srv: srv, cli: fhir}
+		w := c.bot.w
+		doc, pat := newUser(t, c.hs, "doc"), newUser(t, c.hs, "pat")
+		g.registerClinician(doc)
+		docDM := doc.encryptedRoomWithBot(c.botID)
+		caseRoom, patientRoom := c.openCase(doc, docDM, "Heart failure follow-up --patient "+patientRef)
+		c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
+		joinInvited(t, pat, patientRoom)
+		ctx := context.Background()
 
-	t.Run("ForgedDeletionByPatientOfClinicianReading", func(t *testing.T) {
-		g.t = t
-		reading, _ := gateFiled(t, c, doc, patientRoom, "!checkin for "+pat.UserID.String()+" hr=71 by phone")
-		forged := gateSendEncrypted(t, pat, patientRoom, event.EventRedaction, &event.RedactionEventContent{Redacts: reading}, false)
-		if _, outcome := gateRefused(t, c, pat, patientRoom, forged); outcome != "refused:encrypted-redaction" {
-			t.Errorf("outcome %q, want refused:encrypted-redaction", outcome)
-		}
-		g.requireUnchanged(reading, "hr")
-	})
+		t.Run("ForgedDeletionByPatientOfClinicianReading", func(t *testing.T) {
+			g.t = t
+			reading, _ := gateFiled(t, c, doc, patientRoom, "!checkin for "+pat.UserID.String()+" hr=71 by phone")
+			forged := gateSendEncrypted(t, pat, patientRoom, event.EventRedaction, &event.RedactionEventContent{Redacts: reading}, false)
+			if _, outcome := gateRefused(t, c, pat, patientRoom, forged); outcome != "refused:encrypted-redaction" {
+				t.Errorf("outcome %q, want refused:encrypted-redaction", outcome)
+			}
+			g.requireUnchanged(reading, "hr")
+		})
 
-	t.Run("ForgedDeletionByOutsiderFromOwnDM", func(t *testing.T) {
-		g.t = t
-		checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=72")
-		outsider := newUser(t, w.hsA, "outsider")
-		dm := outsider.encryptedRoomWithBot(c.botID)
-		forged := gateSendEncrypted(t, outsider, dm, event.EventRedaction, &event.RedactionEventContent{Redacts: checkin}, false)
-		gateRefused(t, c, outsider, dm, forged)
-		g.requireUnchanged(checkin, "hr")
-		if n := len(doc.matching(func(evt *event.Event) bool {
-			return evt.RoomID == caseRoom && evt.Sender == c.botID && strings.Contains(evt.Content.AsMessage().Body, "deleted")
-		})); n != 0 {
-			t.Errorf("the case room was told of a deletion %d times", n)
-		}
-	})
+		t.Run("ForgedDeletionByOutsiderFromOwnDM", func(t *testing.T) {
+			g.t = t
+			checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=72")
+			outsider := newUser(t, c.hs, "outsider")
+			dm := outsider.encryptedRoomWithBot(c.botID)
+			forged := gateSendEncrypted(t, outsider, dm, event.EventRedaction, &event.RedactionEventContent{Redacts: checkin}, false)
+			gateRefused(t, c, outsider, dm, forged)
+			g.requireUnchanged(checkin, "hr")
+			if n := len(doc.matching(func(evt *event.Event) bool {
+				return evt.RoomID == caseRoom && evt.Sender == c.botID && strings.Contains(evt.Content.AsMessage().Body, "deleted")
+			})); n != 0 {
+				t.Errorf("the case room was told of a deletion %d times", n)
+			}
+		})
 
-	t.Run("RealRedactionByNonAuthorWithoutPower", func(t *testing.T) {
-		g.t = t
-		reading, _ := gateFiled(t, c, doc, patientRoom, "!checkin for "+pat.UserID.String()+" hr=73")
-		resp, err := pat.RedactEvent(ctx, patientRoom, reading)
-		if err == nil {
-			gateRefused(t, c, pat, patientRoom, resp.EventID)
-		} else {
-			t.Logf("the homeserver refused the redaction itself: %v", err)
-			time.Sleep(2 * time.Second)
-		}
-		g.requireUnchanged(reading, "hr")
-	})
+		t.Run("RealRedactionByNonAuthorWithoutPower", func(t *testing.T) {
+			g.t = t
+			reading, _ := gateFiled(t, c, doc, patientRoom, "!checkin for "+pat.UserID.String()+" hr=73")
+			resp, err := pat.RedactEvent(ctx, patientRoom, reading)
+			if err == nil {
+				gateRefused(t, c, pat, patientRoom, resp.EventID)
+			} else {
+				t.Logf("the homeserver refused the redaction itself: %v", err)
+				time.Sleep(2 * time.Second)
+			}
+			g.requireUnchanged(reading, "hr")
+		})
 
-	t.Run("RealRedactionByOutsiderInOwnDM", func(t *testing.T) {
-		g.t = t
-		checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=70")
-		outsider := newUser(t, w.hsA, "outsider")
-		dm := outsider.encryptedRoomWithBot(c.botID)
-		// The outsider may redact anything in their own room; the event ID is of the patient room. Dendrite refuses
-		// this at its client API (as it refuses a redaction without power above); a homeserver that sends such a
-		// redaction anyway (e.g. over federation) meets the bot's own check.
-		resp, err := outsider.RedactEvent(ctx, dm, checkin)
-		if err == nil {
-			if _, outcome := gateRefused(t, c, outsider, dm, resp.EventID); outcome != "refused:role" {
+		t.Run("RealRedactionByOutsiderInOwnDM", func(t *testing.T) {
+			g.t = t
+			checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=70")
+			outsider := newUser(t, c.hs, "outsider")
+			dm := outsider.encryptedRoomWithBot(c.botID)
+			// The outsider may redact anything in their own room; the event ID is of the patient room. Dendrite refuses
+			// this at its client API (as it refuses a redaction without power above); a homeserver that sends such a
+			// redaction anyway (e.g. over federation) meets the bot's own check.
+			resp, err := outsider.RedactEvent(ctx, dm, checkin)
+			if err == nil {
+				if _, outcome := gateRefused(t, c, outsider, dm, resp.EventID); outcome != "refused:role" {
+					t.Errorf("outcome %q, want refused:role", outcome)
+				}
+			} else {
+				t.Logf("the homeserver refused the redaction itself: %v", err)
+				time.Sleep(2 * time.Second)
+			}
+			g.requireUnchanged(checkin, "hr")
+		})
+
+		t.Run("EditFromAnotherRoom", func(t *testing.T) {
+			g.t = t
+			checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=74")
+			dm := pat.encryptedRoomWithBot(c.botID)
+			editID := gateSendEdit(t, pat, dm, gateEdit(checkin, "!checkin hr=140"))
+			if _, outcome := gateRefused(t, c, pat, dm, editID); outcome != "refused:room" {
+				t.Errorf("outcome %q, want refused:room", outcome)
+			}
+			g.requireUnchanged(checkin, "hr")
+		})
+
+		t.Run("EditRelationOnlyInCiphertextFromAnotherRoom", func(t *testing.T) {
+			g.t = t
+			checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=75")
+			dm := pat.encryptedRoomWithBot(c.botID)
+			edit := gateSendEncrypted(t, pat, dm, event.EventMessage, gateEdit(checkin, "!checkin hr=141"), true)
+			if _, outcome := gateRefused(t, c, pat, dm, edit); outcome != "refused:room" {
+				t.Errorf("outcome %q, want refused:room", outcome)
+			}
+			g.requireUnchanged(checkin, "hr")
+		})
+
+		t.Run("EditAfterTeamRemove", func(t *testing.T) {
+			g.t = t
+			nurse := newUser(t, c.hs, "nurse")
+			g.registerClinician(nurse)
+			c.mustSucceed(doc, caseRoom, "!team add "+nurse.UserID.String()+" nurse")
+			joinInvited(t, nurse, caseRoom)
+			joinInvited(t, nurse, patientRoom)
+			reading, _ := gateFiled(t, c, nurse, patientRoom, "!checkin for "+pat.UserID.String()+" hr=76")
+			nurseDM := nurse.encryptedRoomWithBot(c.botID)
+			c.mustSucceed(doc, caseRoom, "!team remove "+nurse.UserID.String())
+			// Kicked from the rooms, the nurse still shares a direct chat with the bot.
+			editID := gateSendEdit(t, nurse, nurseDM, gateEdit(reading, "!checkin for "+pat.UserID.String()+" hr=150"))
+			if _, outcome := gateRefused(t, c, nurse, nurseDM, editID); outcome != "refused:role" {
 				t.Errorf("outcome %q, want refused:role", outcome)
 			}
-		} else {
-			t.Logf("the homeserver refused the redaction itself: %v", err)
-			time.Sleep(2 * time.Second)
-		}
-		g.requireUnchanged(checkin, "hr")
-	})
-
-	t.Run("EditFromAnotherRoom", func(t *testing.T) {
-		g.t = t
-		checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=74")
-		dm := pat.encryptedRoomWithBot(c.botID)
-		resp, err := pat.SendMessageEvent(ctx, dm, event.EventMessage, gateEdit(checkin, "!checkin hr=140"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, outcome := gateRefused(t, c, pat, dm, resp.EventID); outcome != "refused:room" {
-			t.Errorf("outcome %q, want refused:room", outcome)
-		}
-		g.requireUnchanged(checkin, "hr")
-	})
-
-	t.Run("EditRelationOnlyInCiphertextFromAnotherRoom", func(t *testing.T) {
-		g.t = t
-		checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=75")
-		dm := pat.encryptedRoomWithBot(c.botID)
-		edit := gateSendEncrypted(t, pat, dm, event.EventMessage, gateEdit(checkin, "!checkin hr=141"), true)
-		if _, outcome := gateRefused(t, c, pat, dm, edit); outcome != "refused:room" {
-			t.Errorf("outcome %q, want refused:room", outcome)
-		}
-		g.requireUnchanged(checkin, "hr")
-	})
-
-	t.Run("EditAfterTeamRemove", func(t *testing.T) {
-		g.t = t
-		nurse := newUser(t, w.hsA, "nurse")
-		g.registerClinician(nurse)
-		c.mustSucceed(doc, caseRoom, "!team add "+nurse.UserID.String()+" nurse")
-		joinInvited(t, nurse, caseRoom)
-		joinInvited(t, nurse, patientRoom)
-		reading, _ := gateFiled(t, c, nurse, patientRoom, "!checkin for "+pat.UserID.String()+" hr=76")
-		nurseDM := nurse.encryptedRoomWithBot(c.botID)
-		c.mustSucceed(doc, caseRoom, "!team remove "+nurse.UserID.String())
-		// Kicked from the rooms, the nurse still shares a direct chat with the bot.
-		resp, err := nurse.SendMessageEvent(ctx, nurseDM, event.EventMessage, gateEdit(reading, "!checkin for "+pat.UserID.String()+" hr=150"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, outcome := gateRefused(t, c, nurse, nurseDM, resp.EventID); outcome != "refused:role" {
-			t.Errorf("outcome %q, want refused:role", outcome)
-		}
-		g.requireUnchanged(reading, "hr")
-	})
-
-	t.Run("EditByUserOfDeniedServer", func(t *testing.T) {
-		g.t = t
-		remote := newUser(t, w.hsB, "remotedoc")
-		c.mustSucceed(c.admin, c.adminDM, "!admin servers allow "+w.hsB.ServerName)
-		g.registerClinician(remote)
-		c.mustSucceed(doc, caseRoom, "!team add "+remote.UserID.String()+" cardiologist")
-		joinInvited(t, remote, caseRoom)
-		joinInvited(t, remote, patientRoom)
-		reading, _ := gateFiled(t, c, remote, patientRoom, "!checkin for "+pat.UserID.String()+" hr=77")
-		c.mustSucceed(c.admin, c.adminDM, "!admin servers deny "+w.hsB.ServerName)
-		// The deny ends the care team membership; the kick out of the patient room fails (see the clinic's faults),
-		// so an edit sent from there reaches the bot and must be refused for the server.
-		resp, err := remote.SendMessageEvent(ctx, patientRoom, event.EventMessage, gateEdit(reading, "!checkin for "+pat.UserID.String()+" hr=151"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if outcome := gateAudit(t, c, resp.EventID); outcome != "refused:server" {
-			t.Errorf("outcome %q, want refused:server", outcome)
-		}
-		g.requireUnchanged(reading, "hr")
-	})
-
-	t.Run("ClearTextCheckInInEncryptedRoom", func(t *testing.T) {
-		g.t = t
-		resp, err := pat.SendMessageEvent(ctx, patientRoom, event.EventMessage,
-			&event.MessageEventContent{MsgType: event.MsgText, Body: "!checkin hr=78 clear text"}, mautrix.ReqSendEvent{DontEncrypt: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		gateWait(t, pat, 5*time.Second, "its clear-text message", func(evt *event.Event) bool {
-			return evt.ID == resp.EventID && evt.Type == event.EventMessage && !evt.Mautrix.WasEncrypted
+			g.requireUnchanged(reading, "hr")
 		})
-		body, outcome := gateRefused(t, c, pat, patientRoom, resp.EventID)
-		if outcome != "refused:cleartext" || !strings.Contains(body, "encrypt") {
-			t.Errorf("refusal %q (%s), want refused:cleartext explaining encryption", body, outcome)
-		}
-		gateWait(t, pat, 30*time.Second, "the bot's redaction of the clear text", func(evt *event.Event) bool {
-			return evt.Type == event.EventRedaction && evt.Sender == c.botID && evt.Redacts == resp.EventID
-		})
-		if versions, _, outbox := g.record(resp.EventID); versions != 0 || outbox != 0 {
-			t.Errorf("clear-text check-in stored: %d versions, %d outbox items", versions, outbox)
-		}
-		if n := countByIdentifier(t, srv, string(resp.EventID)+"/hr"); n != 0 {
-			t.Errorf("%d Observations of the clear-text check-in", n)
-		}
-	})
 
-	t.Run("DeviceBelowMinTrust", func(t *testing.T) {
-		g.t = t
-		unsigned := newUserDevice(t, w.hsA, "unsigned", false)
-		case2, room := c.openCase(doc, docDM, "Unverified session")
-		c.mustSucceed(doc, case2, "!patient invite "+unsigned.UserID.String())
-		joinInvited(t, unsigned, room)
-		resp, err := unsigned.SendMessageEvent(ctx, room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: "!checkin hr=79"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, outcome := gateRefused(t, c, unsigned, room, resp.EventID)
-		if outcome != "refused:trust" || !strings.Contains(body, "verify") {
-			t.Errorf("refusal %q (%s), want refused:trust saying how to verify", body, outcome)
-		}
-		if versions, _, _ := g.record(resp.EventID); versions != 0 {
-			t.Errorf("check-in from an unverified device stored")
-		}
-	})
-
-	// The legitimate paths.
-	t.Run("OwnEditInSameRoom", func(t *testing.T) {
-		g.t = t
-		checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=80")
-		resp, err := pat.SendMessageEvent(ctx, patientRoom, event.EventMessage, gateEdit(checkin, "!checkin hr=82"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if body := gateWait(t, pat, 30*time.Second, "the correction", replyTo(c.botID, resp.EventID)).Content.AsMessage().Body; !strings.Contains(body, "Corrected") {
-			t.Fatalf("answer to the edit: %s", body)
-		}
-		if versions, status, _ := g.record(checkin); versions != 2 || status != "amended" {
-			t.Errorf("after the edit: %d versions, status %q", versions, status)
-		}
-		g.waitStatus(string(checkin)+"/hr", "amended")
-	})
-
-	t.Run("OwnDeletionByRealRedaction", func(t *testing.T) {
-		g.t = t
-		checkin, confirmation := gateFiled(t, c, pat, patientRoom, "!checkin hr=83")
-		if _, err := pat.RedactEvent(ctx, patientRoom, checkin); err != nil {
-			t.Fatal(err)
-		}
-		g.waitStatus(string(checkin)+"/hr", "entered-in-error")
-		if versions, status, _ := g.record(checkin); versions != 2 || status != "entered-in-error" {
-			t.Errorf("after the deletion: %d versions, status %q", versions, status)
-		}
-		gateWait(t, pat, 30*time.Second, "the confirmation marked as deleted", func(evt *event.Event) bool {
-			if evt.Sender != c.botID || evt.Type != event.EventMessage {
-				return false
+		t.Run("EditByUserOfDeniedServer", func(t *testing.T) {
+			g.t = t
+			remote := newUser(t, w.hsB, "remotedoc")
+			c.mustSucceed(c.admin, c.adminDM, "!admin servers allow "+w.hsB.ServerName)
+			g.registerClinician(remote)
+			c.mustSucceed(doc, caseRoom, "!team add "+remote.UserID.String()+" cardiologist")
+			joinInvited(t, remote, caseRoom)
+			joinInvited(t, remote, patientRoom)
+			reading, _ := gateFiled(t, c, remote, patientRoom, "!checkin for "+pat.UserID.String()+" hr=77")
+			c.mustSucceed(c.admin, c.adminDM, "!admin servers deny "+w.hsB.ServerName)
+			// The deny ends the care team membership; the kick out of the patient room fails (see the clinic's faults),
+			// so an edit sent from there reaches the bot and must be refused for the server.
+			editID := gateSendEdit(t, remote, patientRoom, gateEdit(reading, "!checkin for "+pat.UserID.String()+" hr=151"))
+			if outcome := gateAudit(t, c, editID); outcome != "refused:server" {
+				t.Errorf("outcome %q, want refused:server", outcome)
 			}
-			content := evt.Content.AsMessage()
-			return content.RelatesTo.GetReplaceID() == confirmation && content.NewContent != nil &&
-				strings.Contains(content.NewContent.Body, "entered in error")
+			g.requireUnchanged(reading, "hr")
 		})
-	})
 
-	t.Run("TeamMemberAcksAlert", func(t *testing.T) {
-		g.t = t
-		gateFiled(t, c, pat, patientRoom, "!checkin spo2=85")
-		alert := gateWait(t, doc, 30*time.Second, "the alert", func(evt *event.Event) bool {
-			if evt.RoomID != caseRoom || evt.Sender != c.botID || evt.Type != event.EventMessage {
-				return false
+		t.Run("ClearTextCheckInInEncryptedRoom", func(t *testing.T) {
+			g.t = t
+			resp, err := pat.SendMessageEvent(ctx, patientRoom, event.EventMessage,
+				&event.MessageEventContent{MsgType: event.MsgText, Body: "!checkin hr=78 clear text"}, mautrix.ReqSendEvent{DontEncrypt: true})
+			if err != nil {
+				t.Fatal(err)
 			}
-			body := evt.Content.AsMessage().Body
-			return strings.Contains(body, "Alert #") && strings.Contains(body, "SpO2 85%")
+			gateWait(t, pat, 5*time.Second, "its clear-text message", func(evt *event.Event) bool {
+				return evt.ID == resp.EventID && evt.Type == event.EventMessage && !evt.Mautrix.WasEncrypted
+			})
+			body, outcome := gateRefused(t, c, pat, patientRoom, resp.EventID)
+			if outcome != "refused:cleartext" || !strings.Contains(body, "encrypt") {
+				t.Errorf("refusal %q (%s), want refused:cleartext explaining encryption", body, outcome)
+			}
+			gateWait(t, pat, 30*time.Second, "the bot's redaction of the clear text", func(evt *event.Event) bool {
+				return evt.Type == event.EventRedaction && evt.Sender == c.botID && evt.Redacts == resp.EventID
+			})
+			if versions, _, outbox := g.record(resp.EventID); versions != 0 || outbox != 0 {
+				t.Errorf("clear-text check-in stored: %d versions, %d outbox items", versions, outbox)
+			}
+			if n := countByIdentifier(t, srv, string(resp.EventID)+"/hr"); n != 0 {
+				t.Errorf("%d Observations of the clear-text check-in", n)
+			}
 		})
-		encrypted, err := doc.Crypto.Encrypt(ctx, caseRoom, event.EventReaction, &event.ReactionEventContent{
-			RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: alert.ID, Key: "✅"},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err = doc.SendMessageEvent(ctx, caseRoom, event.EventEncrypted, encrypted); err != nil {
-			t.Fatal(err)
-		}
-		botEvent(doc, c, caseRoom, "acknowledged by `"+doc.UserID.String()+"`")
-	})
 
-	t.Run("EditAfterCaseClose", func(t *testing.T) {
-		g.t = t
-		checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=84")
-		dm := pat.encryptedRoomWithBot(c.botID)
-		c.mustSucceed(doc, caseRoom, "!case close")
-		// The closed case's rooms are read-only; the patient's direct chat is not.
-		resp, err := pat.SendMessageEvent(ctx, dm, event.EventMessage, gateEdit(checkin, "!checkin hr=142"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, outcome := gateRefused(t, c, pat, dm, resp.EventID); outcome != "refused:closed" {
-			t.Errorf("outcome %q, want refused:closed", outcome)
-		}
-		g.requireUnchanged(checkin, "hr")
+		t.Run("DeviceBelowMinTrust", func(t *testing.T) {
+			g.t = t
+			unsigned := newUserDevice(t, c.hs, "unsigned", false)
+			case2, room := c.openCase(doc, docDM, "Unverified session")
+			c.mustSucceed(doc, case2, "!patient invite "+unsigned.UserID.String())
+			joinInvited(t, unsigned, room)
+			resp, err := unsigned.SendMessageEvent(ctx, room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: "!checkin hr=79"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, outcome := gateRefused(t, c, unsigned, room, resp.EventID)
+			if outcome != "refused:trust" || !strings.Contains(body, "verify") {
+				t.Errorf("refusal %q (%s), want refused:trust saying how to verify", body, outcome)
+			}
+			if versions, _, _ := g.record(resp.EventID); versions != 0 {
+				t.Errorf("check-in from an unverified device stored")
+			}
+		})
+
+		// The legitimate paths.
+		t.Run("OwnEditInSameRoom", func(t *testing.T) {
+			g.t = t
+			checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=80")
+			editID := gateSendEdit(t, pat, patientRoom, gateEdit(checkin, "!checkin hr=82"))
+			if body := gateWait(t, pat, 30*time.Second, "the correction", replyTo(c.botID, editID)).Content.AsMessage().Body; !strings.Contains(body, "Corrected") {
+				t.Fatalf("answer to the edit: %s", body)
+			}
+			if versions, status, _ := g.record(checkin); versions != 2 || status != "amended" {
+				t.Errorf("after the edit: %d versions, status %q", versions, status)
+			}
+			g.waitStatus(string(checkin)+"/hr", "amended")
+		})
+
+		t.Run("OwnDeletionByRealRedaction", func(t *testing.T) {
+			g.t = t
+			checkin, confirmation := gateFiled(t, c, pat, patientRoom, "!checkin hr=83")
+			if _, err := pat.RedactEvent(ctx, patientRoom, checkin); err != nil {
+				t.Fatal(err)
+			}
+			g.waitStatus(string(checkin)+"/hr", "entered-in-error")
+			if versions, status, _ := g.record(checkin); versions != 2 || status != "entered-in-error" {
+				t.Errorf("after the deletion: %d versions, status %q", versions, status)
+			}
+			gateWait(t, pat, 30*time.Second, "the confirmation marked as deleted", func(evt *event.Event) bool {
+				if evt.Sender != c.botID || evt.Type != event.EventMessage {
+					return false
+				}
+				content := evt.Content.AsMessage()
+				return content.RelatesTo.GetReplaceID() == confirmation && content.NewContent != nil &&
+					strings.Contains(content.NewContent.Body, "entered in error")
+			})
+		})
+
+		t.Run("TeamMemberAcksAlert", func(t *testing.T) {
+			g.t = t
+			gateFiled(t, c, pat, patientRoom, "!checkin spo2=85")
+			alert := gateWait(t, doc, 30*time.Second, "the alert", func(evt *event.Event) bool {
+				if evt.RoomID != caseRoom || evt.Sender != c.botID || evt.Type != event.EventMessage {
+					return false
+				}
+				body := evt.Content.AsMessage().Body
+				return strings.Contains(body, "Alert #") && strings.Contains(body, "SpO2 85%")
+			})
+			encrypted, err := doc.Crypto.Encrypt(ctx, caseRoom, event.EventReaction, &event.ReactionEventContent{
+				RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: alert.ID, Key: "✅"},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err = doc.SendMessageEvent(ctx, caseRoom, event.EventEncrypted, encrypted); err != nil {
+				t.Fatal(err)
+			}
+			botEvent(doc, c, caseRoom, "acknowledged by `"+doc.UserID.String()+"`")
+		})
+
+		t.Run("EditAfterCaseClose", func(t *testing.T) {
+			g.t = t
+			checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=84")
+			dm := pat.encryptedRoomWithBot(c.botID)
+			c.mustSucceed(doc, caseRoom, "!case close")
+			// The closed case's rooms are read-only; the patient's direct chat is not.
+			editID := gateSendEdit(t, pat, dm, gateEdit(checkin, "!checkin hr=142"))
+			if _, outcome := gateRefused(t, c, pat, dm, editID); outcome != "refused:closed" {
+				t.Errorf("outcome %q, want refused:closed", outcome)
+			}
+			g.requireUnchanged(checkin, "hr")
+		})
 	})
 }

@@ -67,90 +67,92 @@ func provenanceNoDeadLetters(t *testing.T, c *clinic) {
 // the clinician by Matrix ID (performer, CarePlan author, Communication sender), nothing is dead-lettered. Once the
 // clinician is linked to a Practitioner, new records reference it.
 func TestAttackProvenanceNoPractitioner(t *testing.T) {
-	srv := fhirtesting.Start(t)
-	fhir := ehrClient(t, srv)
-	c, doc, pat, _, caseRoom, _, patientRef := provenanceCase(t, srv)
-	var caseID int64
-	if err := c.bot.db().QueryRow("SELECT id FROM cases WHERE case_room_id = $1", caseRoom).Scan(&caseID); err != nil {
-		t.Fatal(err)
-	}
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		srv := fhirtesting.Start(t)
+		fhir := ehrClient(t, srv)
+		c, doc, pat, _, caseRoom, _, patientRef := provenanceCase(t, srv)
+		var caseID int64
+		if err := c.bot.db().QueryRow("SELECT id FROM cases WHERE case_room_id = $1", caseRoom).Scan(&caseID); err != nil {
+			t.Fatal(err)
+		}
 
-	// checkin for, by a clinician without a Practitioner.
-	since := time.Now().Add(-time.Second)
-	checkin, reply := c.command(doc, caseRoom, "!checkin for "+pat.UserID.String()+" hr=77 by phone")
-	if !strings.Contains(reply, "Recorded") {
-		t.Fatalf("checkin for: %s", reply)
-	}
-	if body := provenanceOutcome(doc, c, caseRoom, "filed in the EHR", since); !strings.Contains(body, "filed in the EHR") {
-		t.Fatalf("the clinician's check-in was not filed: %s", body)
-	}
-	provenanceNoDeadLetters(t, c)
-	obs := observations(t, fhir, patientRef)
-	hr, ok := obs[string(checkin)+"/hr"]
-	if !ok || len(obs) != 1 {
-		t.Fatalf("Observations in the EHR: %+v", obs)
-	}
-	if len(hr.Performer) != 1 || !provenanceNamesUser(&hr.Performer[0], doc.UserID) {
-		t.Fatalf("performer = %+v, want %s by identifier", hr.Performer, doc.UserID)
-	}
+		// checkin for, by a clinician without a Practitioner.
+		since := time.Now().Add(-time.Second)
+		checkin, reply := c.command(doc, caseRoom, "!checkin for "+pat.UserID.String()+" hr=77 by phone")
+		if !strings.Contains(reply, "Recorded") {
+			t.Fatalf("checkin for: %s", reply)
+		}
+		if body := provenanceOutcome(doc, c, caseRoom, "filed in the EHR", since); !strings.Contains(body, "filed in the EHR") {
+			t.Fatalf("the clinician's check-in was not filed: %s", body)
+		}
+		provenanceNoDeadLetters(t, c)
+		obs := observations(t, fhir, patientRef)
+		hr, ok := obs[string(checkin)+"/hr"]
+		if !ok || len(obs) != 1 {
+			t.Fatalf("Observations in the EHR: %+v", obs)
+		}
+		if len(hr.Performer) != 1 || !provenanceNamesUser(&hr.Performer[0], doc.UserID) {
+			t.Fatalf("performer = %+v, want %s by identifier", hr.Performer, doc.UserID)
+		}
 
-	// A plan goal: the CarePlan names its author.
-	since = time.Now().Add(-time.Second)
-	c.mustSucceed(doc, caseRoom, "!plan goal Walk to the shop every day")
-	if body := provenanceOutcome(doc, c, caseRoom, "Treatment plan of case", since); !strings.Contains(body, "filed in the EHR") {
-		t.Fatalf("the plan was not filed: %s", body)
-	}
-	var plan ehr.CarePlan
-	findOne(t, fhir, "CarePlan", ehr.CarePlanIdentifierSystem, ehr.CarePlanIdentifier(caseID), &plan)
-	if !provenanceNamesUser(plan.Author, doc.UserID) || len(plan.Contributor) != 1 || !provenanceNamesUser(&plan.Contributor[0], doc.UserID) {
-		t.Fatalf("CarePlan author %+v, contributors %+v; want %s by identifier", plan.Author, plan.Contributor, doc.UserID)
-	}
+		// A plan goal: the CarePlan names its author.
+		since = time.Now().Add(-time.Second)
+		c.mustSucceed(doc, caseRoom, "!plan goal Walk to the shop every day")
+		if body := provenanceOutcome(doc, c, caseRoom, "Treatment plan of case", since); !strings.Contains(body, "filed in the EHR") {
+			t.Fatalf("the plan was not filed: %s", body)
+		}
+		var plan ehr.CarePlan
+		findOne(t, fhir, "CarePlan", ehr.CarePlanIdentifierSystem, ehr.CarePlanIdentifier(caseID), &plan)
+		if !provenanceNamesUser(plan.Author, doc.UserID) || len(plan.Contributor) != 1 || !provenanceNamesUser(&plan.Contributor[0], doc.UserID) {
+			t.Fatalf("CarePlan author %+v, contributors %+v; want %s by identifier", plan.Author, plan.Contributor, doc.UserID)
+		}
 
-	// A filed message of the clinician: the Communication names its sender.
-	said := doc.send(caseRoom, "Called the patient, breathing is better today")
-	fileCmd := sendRelated(t, doc, caseRoom, "!file", replyRel(said))
-	botNotice(doc, c, caseRoom, "filed to the chart as Communication/")
-	var com ehr.Communication
-	findOne(t, fhir, "Communication", ehr.CommunicationIdentifierSystem, string(fileCmd), &com)
-	if !provenanceNamesUser(com.Sender, doc.UserID) {
-		t.Fatalf("Communication sender = %+v, want %s by identifier", com.Sender, doc.UserID)
-	}
-	provenanceNoDeadLetters(t, c)
+		// A filed message of the clinician: the Communication names its sender.
+		said := doc.send(caseRoom, "Called the patient, breathing is better today")
+		fileCmd := sendRelated(t, doc, caseRoom, "!file", replyRel(said))
+		botNotice(doc, c, caseRoom, "filed to the chart as Communication/")
+		var com ehr.Communication
+		findOne(t, fhir, "Communication", ehr.CommunicationIdentifierSystem, string(fileCmd), &com)
+		if !provenanceNamesUser(com.Sender, doc.UserID) {
+			t.Fatalf("Communication sender = %+v, want %s by identifier", com.Sender, doc.UserID)
+		}
+		provenanceNoDeadLetters(t, c)
 
-	// A Practitioner the EHR does not have is refused when it is linked: every record would become a dead letter in
-	// an EHR that checks references.
-	evtID, body := c.command(c.admin, c.adminDM, "!admin clinician add "+doc.UserID.String()+" --practitioner Practitioner/nobody-here")
-	if !strings.Contains(body, "⛔") || !strings.Contains(body, "Practitioner/nobody-here") || c.auditOutcome(evtID) != "refused:no-practitioner" {
-		t.Fatalf("linking a Practitioner the EHR does not have: %s (audited %q)", body, c.auditOutcome(evtID))
-	}
-	if n := c.countRows("SELECT COUNT(*) FROM clinicians WHERE user_id = $1 AND practitioner_ref IS NOT NULL", doc.UserID); n != 0 {
-		t.Fatal("the refused Practitioner reference was stored")
-	}
+		// A Practitioner the EHR does not have is refused when it is linked: every record would become a dead letter in
+		// an EHR that checks references.
+		evtID, body := c.command(c.admin, c.adminDM, "!admin clinician add "+doc.UserID.String()+" --practitioner Practitioner/nobody-here")
+		if !strings.Contains(body, "⛔") || !strings.Contains(body, "Practitioner/nobody-here") || c.auditOutcome(evtID) != "refused:no-practitioner" {
+			t.Fatalf("linking a Practitioner the EHR does not have: %s (audited %q)", body, c.auditOutcome(evtID))
+		}
+		if n := c.countRows("SELECT COUNT(*) FROM clinicians WHERE user_id = $1 AND practitioner_ref IS NOT NULL", doc.UserID); n != 0 {
+			t.Fatal("the refused Practitioner reference was stored")
+		}
 
-	// Linked to a Practitioner: new records reference it.
-	var practitioner struct {
-		ID string `json:"id"`
-	}
-	if _, err := fhir.Create(context.Background(), provenanceResource{"resourceType": "Practitioner", "active": true}, nil, &practitioner); err != nil {
-		t.Fatal(err)
-	}
-	practitionerRef := "Practitioner/" + practitioner.ID
-	c.mustSucceed(c.admin, c.adminDM, "!admin clinician add "+doc.UserID.String()+" --practitioner "+practitionerRef)
-	since = time.Now().Add(-time.Second)
-	linked, _ := c.command(doc, caseRoom, "!checkin for "+pat.UserID.String()+" spo2=97")
-	provenanceOutcome(doc, c, caseRoom, "filed in the EHR", since)
-	if spo2 := observations(t, fhir, patientRef)[string(linked)+"/spo2"]; len(spo2.Performer) != 1 || spo2.Performer[0].Reference != practitionerRef {
-		t.Fatalf("performer after linking = %+v, want %s", spo2.Performer, practitionerRef)
-	}
-	since = time.Now().Add(-time.Second)
-	c.mustSucceed(doc, caseRoom, "!plan task Book a follow-up visit")
-	provenanceOutcome(doc, c, caseRoom, "Treatment plan of case", since)
-	findOne(t, fhir, "CarePlan", ehr.CarePlanIdentifierSystem, ehr.CarePlanIdentifier(caseID), &plan)
-	if plan.Author == nil || plan.Author.Reference != practitionerRef {
-		t.Fatalf("CarePlan author after linking = %+v, want %s", plan.Author, practitionerRef)
-	}
-	provenanceNoDeadLetters(t, c)
+		// Linked to a Practitioner: new records reference it.
+		var practitioner struct {
+			ID string `json:"id"`
+		}
+		if _, err := fhir.Create(context.Background(), provenanceResource{"resourceType": "Practitioner", "active": true}, nil, &practitioner); err != nil {
+			t.Fatal(err)
+		}
+		practitionerRef := "Practitioner/" + practitioner.ID
+		c.mustSucceed(c.admin, c.adminDM, "!admin clinician add "+doc.UserID.String()+" --practitioner "+practitionerRef)
+		since = time.Now().Add(-time.Second)
+		linked, _ := c.command(doc, caseRoom, "!checkin for "+pat.UserID.String()+" spo2=97")
+		provenanceOutcome(doc, c, caseRoom, "filed in the EHR", since)
+		if spo2 := observations(t, fhir, patientRef)[string(linked)+"/spo2"]; len(spo2.Performer) != 1 || spo2.Performer[0].Reference != practitionerRef {
+			t.Fatalf("performer after linking = %+v, want %s", spo2.Performer, practitionerRef)
+		}
+		since = time.Now().Add(-time.Second)
+		c.mustSucceed(doc, caseRoom, "!plan task Book a follow-up visit")
+		provenanceOutcome(doc, c, caseRoom, "Treatment plan of case", since)
+		findOne(t, fhir, "CarePlan", ehr.CarePlanIdentifierSystem, ehr.CarePlanIdentifier(caseID), &plan)
+		if plan.Author == nil || plan.Author.Reference != practitionerRef {
+			t.Fatalf("CarePlan author after linking = %+v, want %s", plan.Author, practitionerRef)
+		}
+		provenanceNoDeadLetters(t, c)
 
+	})
 }
 
 // TestAttackProvenanceUnlinkedCase: records of a case without a FHIR Patient can never be filed. They are recorded

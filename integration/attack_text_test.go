@@ -114,77 +114,79 @@ func textCheckContent(t *testing.T, where string, in textInjection, content *eve
 }
 
 func TestAttackTextInjection(t *testing.T) {
-	c := newClinic(t, nil)
-	doc, pat, caseRoom, patientRoom := patientCase(t, c)
-	cases := textInjections()
-	for i, in := range cases {
-		marker := fmt.Sprintf("zq%02dx", i)
-		t.Run(in.name, func(t *testing.T) {
-			evtID, err := pat.SendMessageEvent(t.Context(), patientRoom, event.EventMessage,
-				&event.MessageEventContent{MsgType: event.MsgText, Body: "!checkin hr=80 " + marker + " " + in.note})
-			if err != nil {
-				t.Fatal(err)
-			}
-			reply := pat.waitFor(30*time.Second, "the restatement of "+in.name, replyTo(c.botID, evtID.EventID))
-			pat.requireArrivedEncrypted(reply)
-			if !strings.Contains(reply.Content.AsMessage().Body, "Recorded") {
-				t.Fatalf("not recorded: %s", reply.Content.AsMessage().Body)
-			}
-			textCheckContent(t, "restatement", in, reply.Content.AsMessage())
-			summary := doc.waitFor(30*time.Second, "the case-room summary of "+in.name, func(evt *event.Event) bool {
-				return evt.RoomID == caseRoom && evt.Sender == c.botID && evt.Type == event.EventMessage &&
-					strings.Contains(evt.Content.AsMessage().Body, marker)
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		c := newClinicOn(t, on, nil)
+		doc, pat, caseRoom, patientRoom := patientCase(t, c)
+		cases := textInjections()
+		for i, in := range cases {
+			marker := fmt.Sprintf("zq%02dx", i)
+			t.Run(in.name, func(t *testing.T) {
+				evtID, err := pat.SendMessageEvent(t.Context(), patientRoom, event.EventMessage,
+					&event.MessageEventContent{MsgType: event.MsgText, Body: "!checkin hr=80 " + marker + " " + in.note})
+				if err != nil {
+					t.Fatal(err)
+				}
+				reply := pat.waitFor(30*time.Second, "the restatement of "+in.name, replyTo(c.botID, evtID.EventID))
+				pat.requireArrivedEncrypted(reply)
+				if !strings.Contains(reply.Content.AsMessage().Body, "Recorded") {
+					t.Fatalf("not recorded: %s", reply.Content.AsMessage().Body)
+				}
+				textCheckContent(t, "restatement", in, reply.Content.AsMessage())
+				summary := doc.waitFor(30*time.Second, "the case-room summary of "+in.name, func(evt *event.Event) bool {
+					return evt.RoomID == caseRoom && evt.Sender == c.botID && evt.Type == event.EventMessage &&
+						strings.Contains(evt.Content.AsMessage().Body, marker)
+				})
+				doc.requireArrivedEncrypted(summary)
+				textCheckContent(t, "case-room summary", in, summary.Content.AsMessage())
 			})
-			doc.requireArrivedEncrypted(summary)
-			textCheckContent(t, "case-room summary", in, summary.Content.AsMessage())
-		})
-	}
-	// The check-ins table shows the same notes as text.
-	evtID, err := doc.SendMessageEvent(t.Context(), caseRoom, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: "!checkins 100"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var table []*event.MessageEventContent
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		table = nil
-		for _, evt := range doc.matching(replyTo(c.botID, evtID.EventID)) {
-			table = append(table, evt.Content.AsMessage())
 		}
-		all := ""
+		// The check-ins table shows the same notes as text.
+		evtID, err := doc.SendMessageEvent(t.Context(), caseRoom, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: "!checkins 100"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var table []*event.MessageEventContent
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			table = nil
+			for _, evt := range doc.matching(replyTo(c.botID, evtID.EventID)) {
+				table = append(table, evt.Content.AsMessage())
+			}
+			all := ""
+			for _, m := range table {
+				all += m.Body
+			}
+			if strings.Contains(all, "zq00x") || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if len(table) == 0 {
+			t.Fatal("no check-ins table")
+		}
+		joined := &event.MessageEventContent{Format: event.FormatHTML}
 		for _, m := range table {
-			all += m.Body
+			joined.Body += m.Body + "\n"
+			joined.FormattedBody += m.FormattedBody
 		}
-		if strings.Contains(all, "zq00x") || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if len(table) == 0 {
-		t.Fatal("no check-ins table")
-	}
-	joined := &event.MessageEventContent{Format: event.FormatHTML}
-	for _, m := range table {
-		joined.Body += m.Body + "\n"
-		joined.FormattedBody += m.FormattedBody
-	}
-	for _, in := range cases {
-		if in.name == "mentions" || in.name == "quote and lists" {
-			in.check = nil // whole-message checks
-		}
-		if in.name == "line breaks" {
-			in.check = func(t *testing.T, content *event.MessageEventContent) {
-				if !regexp.MustCompile(`lineone\s*<br\s*/?>\s*linetwo`).MatchString(content.FormattedBody) {
-					t.Errorf("table: line break not kept: %q", content.FormattedBody)
+		for _, in := range cases {
+			if in.name == "mentions" || in.name == "quote and lists" {
+				in.check = nil // whole-message checks
+			}
+			if in.name == "line breaks" {
+				in.check = func(t *testing.T, content *event.MessageEventContent) {
+					if !regexp.MustCompile(`lineone\s*<br\s*/?>\s*linetwo`).MatchString(content.FormattedBody) {
+						t.Errorf("table: line break not kept: %q", content.FormattedBody)
+					}
 				}
 			}
+			in.forbid = append(in.forbid[:len(in.forbid):len(in.forbid)], "<h1", "<hr", "<del", "data-mx-spoiler", "<a ", "<pre", "<blockquote")
+			if in.name == "table" {
+				in.forbid = []string{"<table><thead><tr><th>Symptom"}
+			}
+			textCheckContent(t, "checkins table ("+in.name+")", in, joined)
 		}
-		in.forbid = append(in.forbid[:len(in.forbid):len(in.forbid)], "<h1", "<hr", "<del", "data-mx-spoiler", "<a ", "<pre", "<blockquote")
-		if in.name == "table" {
-			in.forbid = []string{"<table><thead><tr><th>Symptom"}
-		}
-		textCheckContent(t, "checkins table ("+in.name+")", in, joined)
-	}
+	})
 }
 
 // textLongNote is a note of about 950 characters that starts with a marker.

@@ -125,112 +125,113 @@ func (c *clinic) openCase(doc *user, docDM id.RoomID, args string) (caseRoom, pa
 }
 
 func TestCaseFlow(t *testing.T) {
-	c := newClinic(t, nil)
-	w := c.bot.w
-	doc, nurse, pat := newUser(t, w.hsA, "doc"), newUser(t, w.hsA, "nurse"), newUser(t, w.hsA, "pat")
-	c.registerClinician(doc)
-	c.registerClinician(nurse)
-	docDM := doc.encryptedRoomWithBot(c.botID)
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		c := newClinicOn(t, on, nil)
+		doc, nurse, pat := newUser(t, c.hs, "doc"), newUser(t, c.hs, "nurse"), newUser(t, c.hs, "pat")
+		c.registerClinician(doc)
+		c.registerClinician(nurse)
+		docDM := doc.encryptedRoomWithBot(c.botID)
 
-	caseRoom, patientRoom := c.openCase(doc, docDM, `"Wound care <b>hip</b>" --mrn 0012345`)
-	// Rooms are encrypted, and the room state says nothing about the patient.
-	for _, room := range []id.RoomID{caseRoom, patientRoom} {
-		if encrypted, _ := doc.StateStore.IsEncrypted(context.Background(), room); !encrypted {
-			t.Fatalf("room %s is not encrypted", room)
-		}
-		state, err := doc.State(context.Background(), room)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for evtType, byKey := range state {
-			for _, evt := range byKey {
-				if raw := string(evt.Content.VeryRaw); strings.Contains(raw, "0012345") || strings.Contains(raw, "Wound") {
-					t.Fatalf("room state %s reveals the case: %s", evtType.Type, raw)
+		caseRoom, patientRoom := c.openCase(doc, docDM, `"Wound care <b>hip</b>" --mrn 0012345`)
+		// Rooms are encrypted, and the room state says nothing about the patient.
+		for _, room := range []id.RoomID{caseRoom, patientRoom} {
+			if encrypted, _ := doc.StateStore.IsEncrypted(context.Background(), room); !encrypted {
+				t.Fatalf("room %s is not encrypted", room)
+			}
+			state, err := doc.State(context.Background(), room)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for evtType, byKey := range state {
+				for _, evt := range byKey {
+					if raw := string(evt.Content.VeryRaw); strings.Contains(raw, "0012345") || strings.Contains(raw, "Wound") {
+						t.Fatalf("room state %s reveals the case: %s", evtType.Type, raw)
+					}
 				}
 			}
+			if len(state[event.StateMSC4391BotCommand]) == 0 {
+				t.Fatalf("room %s has no MSC4391 command descriptions", room)
+			}
 		}
-		if len(state[event.StateMSC4391BotCommand]) == 0 {
-			t.Fatalf("room %s has no MSC4391 command descriptions", room)
+		teamAdd := state(t, doc, caseRoom, event.StateMSC4391BotCommand)
+		if !strings.Contains(teamAdd, `"command":"team add"`) || !strings.Contains(teamAdd, `"type":"user_id"`) {
+			t.Fatalf("MSC4391 description of team add missing or untyped: %s", teamAdd)
 		}
-	}
-	teamAdd := state(t, doc, caseRoom, event.StateMSC4391BotCommand)
-	if !strings.Contains(teamAdd, `"command":"team add"`) || !strings.Contains(teamAdd, `"type":"user_id"`) {
-		t.Fatalf("MSC4391 description of team add missing or untyped: %s", teamAdd)
-	}
 
-	welcome := doc.waitFor(20*time.Second, "the case room welcome", func(evt *event.Event) bool {
-		return evt.RoomID == caseRoom && evt.Sender == c.botID && evt.Type == event.EventMessage
+		welcome := doc.waitFor(20*time.Second, "the case room welcome", func(evt *event.Event) bool {
+			return evt.RoomID == caseRoom && evt.Sender == c.botID && evt.Type == event.EventMessage
+		})
+		if !welcome.Mautrix.WasEncrypted || !strings.Contains(welcome.Content.AsMessage().Body, "<b>hip</b>") ||
+			strings.Contains(welcome.Content.AsMessage().FormattedBody, "<b>hip</b>") {
+			t.Fatalf("welcome must be encrypted and show the title as text, not HTML: %+v", welcome.Content.AsMessage())
+		}
+
+		c.mustSucceed(doc, caseRoom, "!team add "+nurse.UserID.String()+" wound nurse")
+		joinInvited(t, nurse, caseRoom)
+		joinInvited(t, nurse, patientRoom)
+		if body := c.mustSucceed(nurse, caseRoom, "!team"); !strings.Contains(body, "wound nurse") || !strings.Contains(body, doc.UserID.String()) {
+			t.Fatalf("team list: %s", body)
+		}
+
+		c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
+		joinInvited(t, pat, patientRoom)
+		if invitedTo(pat, caseRoom) {
+			t.Fatal("the patient was invited to the case room")
+		}
+		// The patient sees the patient room from their join only, and cannot manage anything.
+		if _, body := c.command(pat, patientRoom, "!team add "+pat.UserID.String()); !strings.Contains(body, "⛔") {
+			t.Fatalf("patient ran team add: %s", body)
+		}
+		if _, body := c.command(pat, patientRoom, "!case info"); !strings.Contains(body, "⛔") {
+			t.Fatalf("patient ran case info: %s", body)
+		}
+		if _, err := pat.InviteUser(context.Background(), patientRoom, &mautrix.ReqInviteUser{UserID: nurse.UserID}); err == nil {
+			t.Fatal("the patient could invite someone into the patient room")
+		}
+		// A patient can never be put on a care team.
+		if _, body := c.command(c.admin, c.adminDM, "!admin clinician add "+pat.UserID.String()); !strings.Contains(body, "⛔") {
+			t.Fatalf("a patient was registered as clinician: %s", body)
+		}
+
+		info := c.mustSucceed(doc, caseRoom, "!case info")
+		for _, want := range []string{"Wound care", "0012345", nurse.UserID.String(), pat.UserID.String(), "joined"} {
+			if !strings.Contains(info, want) {
+				t.Errorf("case info lacks %q: %s", want, info)
+			}
+		}
+		if list := c.mustSucceed(doc, docDM, "!case list"); !strings.Contains(list, "Wound care") {
+			t.Errorf("case list: %s", list)
+		}
+
+		c.mustSucceed(doc, caseRoom, "!team remove "+nurse.UserID.String())
+		nurse.waitFor(20*time.Second, "being removed from the patient room", func(evt *event.Event) bool {
+			return evt.RoomID == patientRoom && evt.Type == event.StateMember && evt.GetStateKey() == nurse.UserID.String() &&
+				evt.Content.AsMember().Membership == event.MembershipLeave
+		})
+		if _, body := c.command(doc, caseRoom, "!team remove "+doc.UserID.String()); !strings.Contains(body, "last member") {
+			t.Fatalf("the last team member could leave: %s", body)
+		}
+
+		c.mustSucceed(doc, caseRoom, "!case close")
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, err := pat.SendText(context.Background(), patientRoom, "hello?")
+			if err != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the patient room of a closed case is not read-only")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if _, err := doc.SendText(context.Background(), caseRoom, "!team add "+nurse.UserID.String()); err == nil {
+			t.Fatal("the case room of a closed case is not read-only")
+		}
+		var closed sql.NullInt64
+		if err := c.bot.db().QueryRow("SELECT closed_at FROM cases WHERE case_room_id = $1", caseRoom).Scan(&closed); err != nil || !closed.Valid {
+			t.Fatalf("case not closed in the database: %v", err)
+		}
 	})
-	if !welcome.Mautrix.WasEncrypted || !strings.Contains(welcome.Content.AsMessage().Body, "<b>hip</b>") ||
-		strings.Contains(welcome.Content.AsMessage().FormattedBody, "<b>hip</b>") {
-		t.Fatalf("welcome must be encrypted and show the title as text, not HTML: %+v", welcome.Content.AsMessage())
-	}
-
-	c.mustSucceed(doc, caseRoom, "!team add "+nurse.UserID.String()+" wound nurse")
-	joinInvited(t, nurse, caseRoom)
-	joinInvited(t, nurse, patientRoom)
-	if body := c.mustSucceed(nurse, caseRoom, "!team"); !strings.Contains(body, "wound nurse") || !strings.Contains(body, doc.UserID.String()) {
-		t.Fatalf("team list: %s", body)
-	}
-
-	c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
-	joinInvited(t, pat, patientRoom)
-	if invitedTo(pat, caseRoom) {
-		t.Fatal("the patient was invited to the case room")
-	}
-	// The patient sees the patient room from their join only, and cannot manage anything.
-	if _, body := c.command(pat, patientRoom, "!team add "+pat.UserID.String()); !strings.Contains(body, "⛔") {
-		t.Fatalf("patient ran team add: %s", body)
-	}
-	if _, body := c.command(pat, patientRoom, "!case info"); !strings.Contains(body, "⛔") {
-		t.Fatalf("patient ran case info: %s", body)
-	}
-	if _, err := pat.InviteUser(context.Background(), patientRoom, &mautrix.ReqInviteUser{UserID: nurse.UserID}); err == nil {
-		t.Fatal("the patient could invite someone into the patient room")
-	}
-	// A patient can never be put on a care team.
-	if _, body := c.command(c.admin, c.adminDM, "!admin clinician add "+pat.UserID.String()); !strings.Contains(body, "⛔") {
-		t.Fatalf("a patient was registered as clinician: %s", body)
-	}
-
-	info := c.mustSucceed(doc, caseRoom, "!case info")
-	for _, want := range []string{"Wound care", "0012345", nurse.UserID.String(), pat.UserID.String(), "joined"} {
-		if !strings.Contains(info, want) {
-			t.Errorf("case info lacks %q: %s", want, info)
-		}
-	}
-	if list := c.mustSucceed(doc, docDM, "!case list"); !strings.Contains(list, "Wound care") {
-		t.Errorf("case list: %s", list)
-	}
-
-	c.mustSucceed(doc, caseRoom, "!team remove "+nurse.UserID.String())
-	nurse.waitFor(20*time.Second, "being removed from the patient room", func(evt *event.Event) bool {
-		return evt.RoomID == patientRoom && evt.Type == event.StateMember && evt.GetStateKey() == nurse.UserID.String() &&
-			evt.Content.AsMember().Membership == event.MembershipLeave
-	})
-	if _, body := c.command(doc, caseRoom, "!team remove "+doc.UserID.String()); !strings.Contains(body, "last member") {
-		t.Fatalf("the last team member could leave: %s", body)
-	}
-
-	c.mustSucceed(doc, caseRoom, "!case close")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := pat.SendText(context.Background(), patientRoom, "hello?")
-		if err != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the patient room of a closed case is not read-only")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if _, err := doc.SendText(context.Background(), caseRoom, "!team add "+nurse.UserID.String()); err == nil {
-		t.Fatal("the case room of a closed case is not read-only")
-	}
-	var closed sql.NullInt64
-	if err := c.bot.db().QueryRow("SELECT closed_at FROM cases WHERE case_room_id = $1", caseRoom).Scan(&closed); err != nil || !closed.Valid {
-		t.Fatalf("case not closed in the database: %v", err)
-	}
 }
 
 // state returns the raw content of the first state event of a type in a room.

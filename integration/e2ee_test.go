@@ -90,30 +90,31 @@ func TestE2EEPingCrossSigningAndRestart(t *testing.T) {
 // TestE2EEUndecryptableMessageGetsNotice sends an encrypted message whose room key the bot never gets: the bot must
 // say so instead of staying silent.
 func TestE2EEUndecryptableMessageGetsNotice(t *testing.T) {
-	w := getWorld(t)
-	botMXID := id.NewUserID(w.reg.SenderLocalpart, w.hsA.ServerName)
-	startBot(t, nil)
-	alice := newUser(t, w.hsA, "alice")
-	room := alice.encryptedRoomWithBot(botMXID)
-	own := alice.helper.Machine().OwnIdentity()
-	resp, err := alice.SendMessageEvent(context.Background(), room, event.EventEncrypted, &event.EncryptedEventContent{
-		Algorithm:        id.AlgorithmMegolmV1,
-		SenderKey:        own.IdentityKey,
-		DeviceID:         own.DeviceID,
-		SessionID:        id.SessionID(strings.Repeat("A", 43)),
-		MegolmCiphertext: []byte(strings.Repeat("A", 120)), // well-formed, of a session nobody shared
-	}, mautrix.ReqSendEvent{DontEncrypt: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	notice := alice.waitFor(30*time.Second, "the undecryptable notice", func(evt *event.Event) bool {
-		return evt.Sender == botMXID && evt.Type == event.EventMessage &&
-			evt.Content.AsMessage().RelatesTo.GetReplyTo() == resp.EventID
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		botMXID := on.hs.UserID(on.target.reg.SenderLocalpart)
+		startBotOn(t, on.target, nil)
+		alice := newUser(t, on.hs, "alice")
+		room := alice.encryptedRoomWithBot(botMXID)
+		own := alice.helper.Machine().OwnIdentity()
+		resp, err := alice.SendMessageEvent(context.Background(), room, event.EventEncrypted, &event.EncryptedEventContent{
+			Algorithm:        id.AlgorithmMegolmV1,
+			SenderKey:        own.IdentityKey,
+			DeviceID:         own.DeviceID,
+			SessionID:        id.SessionID(strings.Repeat("A", 43)),
+			MegolmCiphertext: []byte(strings.Repeat("A", 120)), // well-formed, of a session nobody shared
+		}, mautrix.ReqSendEvent{DontEncrypt: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		notice := alice.waitFor(30*time.Second, "the undecryptable notice", func(evt *event.Event) bool {
+			return evt.Sender == botMXID && evt.Type == event.EventMessage &&
+				evt.Content.AsMessage().RelatesTo.GetReplyTo() == resp.EventID
+		})
+		alice.requireArrivedEncrypted(notice)
+		if body := notice.Content.AsMessage().Body; !strings.Contains(body, "couldn't decrypt") || !strings.Contains(body, "unverified devices") {
+			t.Fatalf("notice = %q, want it to say the message could not be decrypted and what to do", body)
+		}
 	})
-	alice.requireArrivedEncrypted(notice)
-	if body := notice.Content.AsMessage().Body; !strings.Contains(body, "couldn't decrypt") || !strings.Contains(body, "unverified devices") {
-		t.Fatalf("notice = %q, want it to say the message could not be decrypted and what to do", body)
-	}
 }
 
 // giveBotPassword gives the bot account a password through Dendrite's admin API, which Dendrite's password prompt

@@ -77,86 +77,88 @@ func ehrCase(t *testing.T, srv *fhirtest.Server) (c *clinic, doc, pat *user, cas
 }
 
 func TestCheckInFiledInEHR(t *testing.T) {
-	srv := fhirtesting.Start(t)
-	fhir := ehrClient(t, srv)
-	c, doc, pat, caseRoom, patientRoom, patientRef := ehrCase(t, srv)
-	ctx := context.Background()
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		srv := fhirtesting.Start(t)
+		fhir := ehrClient(t, srv)
+		c, doc, pat, caseRoom, patientRoom, patientRef := ehrCase(t, srv)
+		ctx := context.Background()
 
-	checkin, _ := c.command(pat, patientRoom, "!checkin bp=142/91 hr=88 temp=38.4 spo2=95 rr=18 weight=71.2kg glucose=110mg/dL pain=4 dizzy since this morning")
-	botNotice(doc, c, caseRoom, "filed in the EHR")
-	pat.waitFor(20*time.Second, "the filed reaction", func(evt *event.Event) bool {
-		return evt.Type == event.EventReaction && evt.Sender == c.botID && evt.Content.AsReaction().RelatesTo.EventID == checkin
+		checkin, _ := c.command(pat, patientRoom, "!checkin bp=142/91 hr=88 temp=38.4 spo2=95 rr=18 weight=71.2kg glucose=110mg/dL pain=4 dizzy since this morning")
+		botNotice(doc, c, caseRoom, "filed in the EHR")
+		pat.waitFor(20*time.Second, "the filed reaction", func(evt *event.Event) bool {
+			return evt.Type == event.EventReaction && evt.Sender == c.botID && evt.Content.AsReaction().RelatesTo.EventID == checkin
+		})
+		obs := observations(t, fhir, patientRef)
+		if len(obs) != 8 {
+			t.Fatalf("%d Observations in the EHR, want 8", len(obs))
+		}
+		evt := pat.waitFor(time.Second, "its check-in", func(evt *event.Event) bool { return evt.ID == checkin && evt.Type == event.EventMessage })
+		wantTime := time.UnixMilli(evt.Timestamp).UTC().Format(time.RFC3339Nano)
+		wantTime = strings.TrimSuffix(wantTime, "Z")
+		checks := []struct {
+			kind, code, unit string
+			value            float64
+			category         string
+		}{
+			{"hr", "8867-4", "/min", 88, "vital-signs"},
+			{"temp", "8310-5", "Cel", 38.4, "vital-signs"},
+			{"spo2", "2708-6", "%", 95, "vital-signs"},
+			{"rr", "9279-1", "/min", 18, "vital-signs"},
+			{"weight", "29463-7", "kg", 71.2, "vital-signs"},
+			{"glucose", "41653-7", "mg/dL", 110, "laboratory"},
+			{"pain", "72514-3", "{score}", 4, "survey"},
+		}
+		for _, want := range checks {
+			o, ok := obs[string(checkin)+"/"+want.kind]
+			if !ok {
+				t.Errorf("no Observation for %s", want.kind)
+				continue
+			}
+			if o.Status != "final" || o.Code.Coding[0].Code != want.code || o.ValueQuantity == nil || o.ValueQuantity.Code != want.unit ||
+				o.ValueQuantity.Value != want.value || o.Category[0].Coding[0].Code != want.category || o.Subject.Reference != patientRef ||
+				o.Performer[0].Reference != patientRef || !strings.HasPrefix(o.EffectiveDateTime, wantTime[:19]) ||
+				len(o.Note) == 0 || o.Note[0].Text != "dizzy since this morning" {
+				t.Errorf("%s Observation = %+v", want.kind, o)
+			}
+		}
+		bp := obs[string(checkin)+"/bp"]
+		if bp.Code.Coding[0].Code != "85354-9" || len(bp.Component) != 2 || bp.Component[0].Code.Coding[0].Code != "8480-6" ||
+			bp.Component[0].ValueQuantity.Value != 142 || bp.Component[1].Code.Coding[0].Code != "8462-4" ||
+			bp.Component[1].ValueQuantity.Value != 91 || bp.Component[1].ValueQuantity.Code != "mm[Hg]" || bp.ValueQuantity != nil {
+			t.Errorf("blood pressure Observation = %+v", bp)
+		}
+
+		// An edit amends the Observations; a dropped reading is marked entered in error.
+		if _, err := pat.SendMessageEvent(ctx, patientRoom, event.EventMessage, &event.MessageEventContent{
+			MsgType: event.MsgText, Body: "* !checkin bp=140/90 hr=84",
+			NewContent: &event.MessageEventContent{MsgType: event.MsgText, Body: "!checkin bp=140/90 hr=84"},
+			RelatesTo:  &event.RelatesTo{Type: event.RelReplace, EventID: checkin},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		botNotice(doc, c, caseRoom, "Correction of a check-in", "filed in the EHR")
+		obs = observations(t, fhir, patientRef)
+		if hr := obs[string(checkin)+"/hr"]; hr.Status != "amended" || hr.ValueQuantity.Value != 84 {
+			t.Errorf("amended heart rate = %+v", hr)
+		}
+		if temp := obs[string(checkin)+"/temp"]; temp.Status != "entered-in-error" {
+			t.Errorf("temperature dropped by the amendment has status %q", temp.Status)
+		}
+		if len(obs) != 8 {
+			t.Fatalf("%d Observations after the amendment, want still 8", len(obs))
+		}
+
+		// Deleting the message marks everything entered in error.
+		if _, err := pat.RedactEvent(ctx, patientRoom, checkin); err != nil {
+			t.Fatal(err)
+		}
+		botNotice(doc, c, caseRoom, "Removal (entered in error)", "filed in the EHR")
+		for key, o := range observations(t, fhir, patientRef) {
+			if o.Status != "entered-in-error" {
+				t.Errorf("%s has status %q after the deletion", key, o.Status)
+			}
+		}
 	})
-	obs := observations(t, fhir, patientRef)
-	if len(obs) != 8 {
-		t.Fatalf("%d Observations in the EHR, want 8", len(obs))
-	}
-	evt := pat.waitFor(time.Second, "its check-in", func(evt *event.Event) bool { return evt.ID == checkin && evt.Type == event.EventMessage })
-	wantTime := time.UnixMilli(evt.Timestamp).UTC().Format(time.RFC3339Nano)
-	wantTime = strings.TrimSuffix(wantTime, "Z")
-	checks := []struct {
-		kind, code, unit string
-		value            float64
-		category         string
-	}{
-		{"hr", "8867-4", "/min", 88, "vital-signs"},
-		{"temp", "8310-5", "Cel", 38.4, "vital-signs"},
-		{"spo2", "2708-6", "%", 95, "vital-signs"},
-		{"rr", "9279-1", "/min", 18, "vital-signs"},
-		{"weight", "29463-7", "kg", 71.2, "vital-signs"},
-		{"glucose", "41653-7", "mg/dL", 110, "laboratory"},
-		{"pain", "72514-3", "{score}", 4, "survey"},
-	}
-	for _, want := range checks {
-		o, ok := obs[string(checkin)+"/"+want.kind]
-		if !ok {
-			t.Errorf("no Observation for %s", want.kind)
-			continue
-		}
-		if o.Status != "final" || o.Code.Coding[0].Code != want.code || o.ValueQuantity == nil || o.ValueQuantity.Code != want.unit ||
-			o.ValueQuantity.Value != want.value || o.Category[0].Coding[0].Code != want.category || o.Subject.Reference != patientRef ||
-			o.Performer[0].Reference != patientRef || !strings.HasPrefix(o.EffectiveDateTime, wantTime[:19]) ||
-			len(o.Note) == 0 || o.Note[0].Text != "dizzy since this morning" {
-			t.Errorf("%s Observation = %+v", want.kind, o)
-		}
-	}
-	bp := obs[string(checkin)+"/bp"]
-	if bp.Code.Coding[0].Code != "85354-9" || len(bp.Component) != 2 || bp.Component[0].Code.Coding[0].Code != "8480-6" ||
-		bp.Component[0].ValueQuantity.Value != 142 || bp.Component[1].Code.Coding[0].Code != "8462-4" ||
-		bp.Component[1].ValueQuantity.Value != 91 || bp.Component[1].ValueQuantity.Code != "mm[Hg]" || bp.ValueQuantity != nil {
-		t.Errorf("blood pressure Observation = %+v", bp)
-	}
-
-	// An edit amends the Observations; a dropped reading is marked entered in error.
-	if _, err := pat.SendMessageEvent(ctx, patientRoom, event.EventMessage, &event.MessageEventContent{
-		MsgType: event.MsgText, Body: "* !checkin bp=140/90 hr=84",
-		NewContent: &event.MessageEventContent{MsgType: event.MsgText, Body: "!checkin bp=140/90 hr=84"},
-		RelatesTo:  &event.RelatesTo{Type: event.RelReplace, EventID: checkin},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	botNotice(doc, c, caseRoom, "Correction of a check-in", "filed in the EHR")
-	obs = observations(t, fhir, patientRef)
-	if hr := obs[string(checkin)+"/hr"]; hr.Status != "amended" || hr.ValueQuantity.Value != 84 {
-		t.Errorf("amended heart rate = %+v", hr)
-	}
-	if temp := obs[string(checkin)+"/temp"]; temp.Status != "entered-in-error" {
-		t.Errorf("temperature dropped by the amendment has status %q", temp.Status)
-	}
-	if len(obs) != 8 {
-		t.Fatalf("%d Observations after the amendment, want still 8", len(obs))
-	}
-
-	// Deleting the message marks everything entered in error.
-	if _, err := pat.RedactEvent(ctx, patientRoom, checkin); err != nil {
-		t.Fatal(err)
-	}
-	botNotice(doc, c, caseRoom, "Removal (entered in error)", "filed in the EHR")
-	for key, o := range observations(t, fhir, patientRef) {
-		if o.Status != "entered-in-error" {
-			t.Errorf("%s has status %q after the deletion", key, o.Status)
-		}
-	}
 }
 
 // TestEHROutageLosesNothing: the FHIR server answers 503 and 429, and then is down altogether, while check-ins

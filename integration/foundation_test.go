@@ -18,34 +18,36 @@ import (
 )
 
 func TestInviteJoinAndPing(t *testing.T) {
-	bot := startBot(t, nil)
-	alice := newUser(t, bot.w.hsA, "alice")
-	botID := bot.w.reg.SenderLocalpart
-	botMXID := id.NewUserID(botID, bot.w.hsA.ServerName)
-	room := roomWithBot(t, alice, botMXID)
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		startBotOn(t, on.target, nil)
+		alice := newUser(t, on.hs, "alice")
+		botID := on.target.reg.SenderLocalpart
+		botMXID := on.hs.UserID(botID)
+		room := roomWithBot(t, alice, botMXID)
 
-	for _, cmd := range []string{"/ping", "!ping"} {
-		evtID := alice.send(room, cmd)
-		reply := alice.waitFor(20*time.Second, "a reply to "+cmd, replyTo(botMXID, evtID))
-		if body := reply.Content.AsMessage().Body; !strings.Contains(body, "Pong") {
-			t.Errorf("reply to %s = %q, want a pong", cmd, body)
+		for _, cmd := range []string{"/ping", "!ping"} {
+			evtID := alice.send(room, cmd)
+			reply := alice.waitFor(20*time.Second, "a reply to "+cmd, replyTo(botMXID, evtID))
+			if body := reply.Content.AsMessage().Body; !strings.Contains(body, "Pong") {
+				t.Errorf("reply to %s = %q, want a pong", cmd, body)
+			}
 		}
-	}
-	// Help lists the commands; an unknown command gets a suggestion; plain chat gets nothing.
-	helpID := alice.send(room, "!help")
-	help := alice.waitFor(20*time.Second, "help", replyTo(botMXID, helpID)).Content.AsMessage()
-	if !strings.Contains(help.Body, "/ping") || !strings.Contains(help.Body, "/help [<command>]") || strings.Contains(help.Body, "/admin") {
-		t.Errorf("help = %q / %q", help.Body, help.FormattedBody)
-	}
-	chatID := alice.send(room, "just chatting, no command")
-	typoID := alice.send(room, "!pnig")
-	typo := alice.waitFor(20*time.Second, "typo answer", replyTo(botMXID, typoID)).Content.AsMessage()
-	if !strings.Contains(typo.Body, "Did you mean") || !strings.Contains(typo.Body, "/ping") {
-		t.Errorf("typo answer = %q", typo.Body)
-	}
-	if got := alice.matching(replyTo(botMXID, chatID)); len(got) != 0 {
-		t.Errorf("bot answered plain chat: %v", got)
-	}
+		// Help lists the commands; an unknown command gets a suggestion; plain chat gets nothing.
+		helpID := alice.send(room, "!help")
+		help := alice.waitFor(20*time.Second, "help", replyTo(botMXID, helpID)).Content.AsMessage()
+		if !strings.Contains(help.Body, "/ping") || !strings.Contains(help.Body, "/help [<command>]") || strings.Contains(help.Body, "/admin") {
+			t.Errorf("help = %q / %q", help.Body, help.FormattedBody)
+		}
+		chatID := alice.send(room, "just chatting, no command")
+		typoID := alice.send(room, "!pnig")
+		typo := alice.waitFor(20*time.Second, "typo answer", replyTo(botMXID, typoID)).Content.AsMessage()
+		if !strings.Contains(typo.Body, "Did you mean") || !strings.Contains(typo.Body, "/ping") {
+			t.Errorf("typo answer = %q", typo.Body)
+		}
+		if got := alice.matching(replyTo(botMXID, chatID)); len(got) != 0 {
+			t.Errorf("bot answered plain chat: %v", got)
+		}
+	})
 }
 
 // deliverRemoteInvite has a user of homeserver B invite the bot on A and hands the invite to the bot.
@@ -197,45 +199,47 @@ func TestReplayedAndReformedTransactionsReplyOnce(t *testing.T) {
 // could lose or double a reply: after the transaction was acknowledged but before it was processed, and after the
 // reply was stored but before it was sent.
 func TestKilledAfterAcknowledgingRepliesOnceAfterRestart(t *testing.T) {
-	for _, fault := range []string{"CASEROOM_FAULT_HOLD_PROCESSING=1", "CASEROOM_FAULT_HOLD_SENDING=1"} {
-		t.Run(strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(fault, "CASEROOM_FAULT_"), "=1")), func(t *testing.T) {
-			bot := startBot(t, nil)
-			alice := newUser(t, bot.w.hsA, "alice")
-			botMXID := id.NewUserID(bot.w.reg.SenderLocalpart, bot.w.hsA.ServerName)
-			room := roomWithBot(t, alice, botMXID)
-			bot.stop()
-			bot.start(fault)
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		for _, fault := range []string{"CASEROOM_FAULT_HOLD_PROCESSING=1", "CASEROOM_FAULT_HOLD_SENDING=1"} {
+			t.Run(strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(fault, "CASEROOM_FAULT_"), "=1")), func(t *testing.T) {
+				bot := startBotOn(t, on.target, nil)
+				alice := newUser(t, on.hs, "alice")
+				botMXID := on.hs.UserID(on.target.reg.SenderLocalpart)
+				room := roomWithBot(t, alice, botMXID)
+				bot.stop()
+				bot.start(fault)
 
-			pingID := alice.send(room, "!ping")
-			db := bot.db()
-			query := "SELECT COUNT(*) FROM inbox WHERE event_id = $1"
-			if strings.Contains(fault, "SENDING") {
-				query = "SELECT COUNT(*) FROM outgoing WHERE cause_event_id = $1 AND sent_at IS NULL"
-			}
-			deadline := time.Now().Add(20 * time.Second)
-			for {
-				var n int
-				if err := db.QueryRow(query, pingID).Scan(&n); err == nil && n == 1 {
-					break
+				pingID := alice.send(room, "!ping")
+				db := bot.db()
+				query := "SELECT COUNT(*) FROM inbox WHERE event_id = $1"
+				if strings.Contains(fault, "SENDING") {
+					query = "SELECT COUNT(*) FROM outgoing WHERE cause_event_id = $1 AND sent_at IS NULL"
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("the ping never reached the crash point (%s)", fault)
+				deadline := time.Now().Add(20 * time.Second)
+				for {
+					var n int
+					if err := db.QueryRow(query, pingID).Scan(&n); err == nil && n == 1 {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("the ping never reached the crash point (%s)", fault)
+					}
+					time.Sleep(20 * time.Millisecond)
 				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			bot.kill()
-			if replies := alice.matching(replyTo(botMXID, pingID)); len(replies) != 0 {
-				t.Fatalf("reply sent before the crash point")
-			}
-			bot.start()
-			alice.waitFor(20*time.Second, "the reply after restart", replyTo(botMXID, pingID))
-			marker := alice.send(room, "!ping")
-			alice.waitFor(20*time.Second, "the marker reply", replyTo(botMXID, marker))
-			if replies := alice.matching(replyTo(botMXID, pingID)); len(replies) != 1 {
-				t.Fatalf("%d replies to the ping across the crash, want exactly 1", len(replies))
-			}
-		})
-	}
+				bot.kill()
+				if replies := alice.matching(replyTo(botMXID, pingID)); len(replies) != 0 {
+					t.Fatalf("reply sent before the crash point")
+				}
+				bot.start()
+				alice.waitFor(20*time.Second, "the reply after restart", replyTo(botMXID, pingID))
+				marker := alice.send(room, "!ping")
+				alice.waitFor(20*time.Second, "the marker reply", replyTo(botMXID, marker))
+				if replies := alice.matching(replyTo(botMXID, pingID)); len(replies) != 1 {
+					t.Fatalf("%d replies to the ping across the crash, want exactly 1", len(replies))
+				}
+			})
+		}
+	})
 }
 
 func TestBotLeavesCleanlyWhenKicked(t *testing.T) {

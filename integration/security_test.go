@@ -23,50 +23,51 @@ import (
 // patient data is refused in a room that is not end-to-end encrypted, with an explanation, an audit row and no
 // effect; commands without patient data still work there, and the same commands work in an encrypted room.
 func TestPHICommandRefusedInUnencryptedRoom(t *testing.T) {
-	c := newClinic(t, nil)
-	w := c.bot.w
-	doc := newUser(t, w.hsA, "doc")
-	c.registerClinician(doc)
-	plainDM := roomWithBot(t, doc, c.botID)
-	if encrypted, _ := doc.StateStore.IsEncrypted(context.Background(), plainDM); encrypted {
-		t.Fatal("the test room is encrypted")
-	}
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		c := newClinicOn(t, on, nil)
+		doc := newUser(t, c.hs, "doc")
+		c.registerClinician(doc)
+		plainDM := roomWithBot(t, doc, c.botID)
+		if encrypted, _ := doc.StateStore.IsEncrypted(context.Background(), plainDM); encrypted {
+			t.Fatal("the test room is encrypted")
+		}
 
-	if body := c.mustSucceed(doc, plainDM, "!ping"); !strings.Contains(body, "Pong") {
-		t.Fatalf("ping in an unencrypted room: %s", body)
-	}
-	for _, cmd := range []string{"!case list", `!case new "Unencrypted title" --mrn 4242424`} {
-		evtID, body := c.command(doc, plainDM, cmd)
-		for _, want := range []string{"⛔", "encrypted", "Nothing was done", "turn on encryption"} {
-			if !strings.Contains(body, want) {
-				t.Errorf("%s: refusal lacks %q: %s", cmd, want, body)
+		if body := c.mustSucceed(doc, plainDM, "!ping"); !strings.Contains(body, "Pong") {
+			t.Fatalf("ping in an unencrypted room: %s", body)
+		}
+		for _, cmd := range []string{"!case list", `!case new "Unencrypted title" --mrn 4242424`} {
+			evtID, body := c.command(doc, plainDM, cmd)
+			for _, want := range []string{"⛔", "encrypted", "Nothing was done", "turn on encryption"} {
+				if !strings.Contains(body, want) {
+					t.Errorf("%s: refusal lacks %q: %s", cmd, want, body)
+				}
+			}
+			if outcome := c.auditOutcome(evtID); outcome != "refused:unencrypted" {
+				t.Errorf("%s: audited outcome %q, want refused:unencrypted", cmd, outcome)
+			}
+			if n := c.countRows("SELECT COUNT(*) FROM cases WHERE created_event = $1", evtID); n != 0 {
+				t.Errorf("%s: a case was created in an unencrypted room", cmd)
 			}
 		}
-		if outcome := c.auditOutcome(evtID); outcome != "refused:unencrypted" {
-			t.Errorf("%s: audited outcome %q, want refused:unencrypted", cmd, outcome)
+		if n := c.countRows("SELECT COUNT(*) FROM cases"); n != 0 {
+			t.Fatalf("%d cases exist after refused commands", n)
 		}
-		if n := c.countRows("SELECT COUNT(*) FROM cases WHERE created_event = $1", evtID); n != 0 {
-			t.Errorf("%s: a case was created in an unencrypted room", cmd)
+
+		// An admin's audit view needs encryption too.
+		adminPlain := roomWithBot(t, c.admin, c.botID)
+		if evtID, body := c.command(c.admin, adminPlain, "!admin audit"); !strings.Contains(body, "⛔") || c.auditOutcome(evtID) != "refused:unencrypted" {
+			t.Fatalf("admin audit in an unencrypted room: %s", body)
 		}
-	}
-	if n := c.countRows("SELECT COUNT(*) FROM cases"); n != 0 {
-		t.Fatalf("%d cases exist after refused commands", n)
-	}
+		if body := c.mustSucceed(c.admin, adminPlain, "!admin status"); !strings.Contains(body, "caseroom status") {
+			t.Fatalf("admin status in an unencrypted room: %s", body)
+		}
 
-	// An admin's audit view needs encryption too.
-	adminPlain := roomWithBot(t, c.admin, c.botID)
-	if evtID, body := c.command(c.admin, adminPlain, "!admin audit"); !strings.Contains(body, "⛔") || c.auditOutcome(evtID) != "refused:unencrypted" {
-		t.Fatalf("admin audit in an unencrypted room: %s", body)
-	}
-	if body := c.mustSucceed(c.admin, adminPlain, "!admin status"); !strings.Contains(body, "caseroom status") {
-		t.Fatalf("admin status in an unencrypted room: %s", body)
-	}
-
-	// In an encrypted direct chat the same command runs.
-	docDM := doc.encryptedRoomWithBot(c.botID)
-	if body := c.mustSucceed(doc, docDM, "!case list"); !strings.Contains(body, "not on any care team") {
-		t.Fatalf("case list in an encrypted room: %s", body)
-	}
+		// In an encrypted direct chat the same command runs.
+		docDM := doc.encryptedRoomWithBot(c.botID)
+		if body := c.mustSucceed(doc, docDM, "!case list"); !strings.Contains(body, "not on any care team") {
+			t.Fatalf("case list in an encrypted room: %s", body)
+		}
+	})
 }
 
 // TestPHICommandsAllowedUnencryptedWhenNotRequired: encryption.require: false lets PHI commands run anywhere.
@@ -85,173 +86,174 @@ func TestPHICommandsAllowedUnencryptedWhenNotRequired(t *testing.T) {
 // patient-facing plan, a clinician only the cases whose care team they are on, an admin the audit log but no
 // clinical content, an outsider nothing. Reads, writes and refusals are all in the audit log.
 func TestDataAccessMatrix(t *testing.T) {
-	c := newClinic(t, nil)
-	w := c.bot.w
-	docA, docB := newUser(t, w.hsA, "doca"), newUser(t, w.hsA, "docb")
-	patA, patB, outsider := newUser(t, w.hsA, "pata"), newUser(t, w.hsA, "patb"), newUser(t, w.hsA, "outsider")
-	c.registerClinician(docA)
-	c.registerClinician(docB)
-	docADM, docBDM := docA.encryptedRoomWithBot(c.botID), docB.encryptedRoomWithBot(c.botID)
-	patADM, outsiderDM := patA.encryptedRoomWithBot(c.botID), outsider.encryptedRoomWithBot(c.botID)
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		c := newClinicOn(t, on, nil)
+		docA, docB := newUser(t, c.hs, "doca"), newUser(t, c.hs, "docb")
+		patA, patB, outsider := newUser(t, c.hs, "pata"), newUser(t, c.hs, "patb"), newUser(t, c.hs, "outsider")
+		c.registerClinician(docA)
+		c.registerClinician(docB)
+		docADM, docBDM := docA.encryptedRoomWithBot(c.botID), docB.encryptedRoomWithBot(c.botID)
+		patADM, outsiderDM := patA.encryptedRoomWithBot(c.botID), outsider.encryptedRoomWithBot(c.botID)
 
-	caseRoomA, patientRoomA := c.openCase(docA, docADM, `"Alpha title" --mrn ALPHAMRN1`)
-	caseRoomB, patientRoomB := c.openCase(docB, docBDM, `"Bravo title" --mrn BRAVOMRN2`)
-	c.mustSucceed(docA, caseRoomA, "!patient invite "+patA.UserID.String())
-	joinInvited(t, patA, patientRoomA)
-	c.mustSucceed(docB, caseRoomB, "!patient invite "+patB.UserID.String())
-	joinInvited(t, patB, patientRoomB)
-	var caseA, caseB int64
-	if err := c.bot.db().QueryRow("SELECT id FROM cases WHERE case_room_id = $1", caseRoomA).Scan(&caseA); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.bot.db().QueryRow("SELECT id FROM cases WHERE case_room_id = $1", caseRoomB).Scan(&caseB); err != nil {
-		t.Fatal(err)
-	}
-
-	checkinA, _ := c.command(patA, patientRoomA, "!checkin hr=61 alphanote sore knee")
-	c.mustSucceed(patB, patientRoomB, "!checkin hr=99 bravonote headache")
-	c.mustSucceed(docA, caseRoomA, "!plan goal Alphagoal walk to the shop")
-	c.mustSucceed(docA, caseRoomA, "!plan note Alphastaffnote anxious about surgery")
-	c.mustSucceed(docB, caseRoomB, "!plan goal Bravogoal swim twice a week")
-
-	// What belongs to case A and case B; each reply is checked to hold what it must and nothing of the other case
-	// (or, for the patient, nothing meant for the care team only).
-	caseAData := []string{"Alpha title", "ALPHAMRN1", "HR 61", "alphanote", "Alphagoal", "Alphastaffnote"}
-	caseBData := []string{"Bravo title", "BRAVOMRN2", "HR 99", "bravonote", "Bravogoal"}
-	all := append(append([]string{}, caseAData...), caseBData...)
-	except := func(keep ...string) []string {
-		var out []string
-		for _, s := range all {
-			if !slices.Contains(keep, s) {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-
-	const ok = "ok"
-	tests := []struct {
-		name    string
-		u       *user
-		room    id.RoomID
-		cmd     string
-		outcome string   // ok or the audited refusal
-		want    []string // in the reply
-		never   []string // never in the reply
-	}{
-		// Patient A, in their patient room and in a direct chat.
-		{"patient A checkins", patA, patientRoomA, "!checkins", ok, []string{"HR 61", "alphanote"}, except("HR 61", "alphanote")},
-		{"patient A plan", patA, patientRoomA, "!plan", ok, []string{"Alphagoal"}, except("Alphagoal")},
-		{"patient A case info", patA, patientRoomA, "!case info", "refused:room", nil, all},
-		{"patient A team", patA, patientRoomA, "!team", "refused:room", nil, all},
-		{"patient A plan history", patA, patientRoomA, "!plan history", "refused:room", nil, all},
-		{"patient A case list", patA, patientRoomA, "!case list", "refused:role", nil, all},
-		{"patient A checkins in a direct chat", patA, patADM, "!checkins", "refused:room", nil, all},
-		{"patient A admin audit", patA, patADM, "!admin audit", "refused:role", nil, all},
-		// Patient B sees only their own.
-		{"patient B checkins", patB, patientRoomB, "!checkins", ok, []string{"HR 99", "bravonote"}, except("HR 99", "bravonote")},
-		{"patient B plan", patB, patientRoomB, "!plan", ok, []string{"Bravogoal"}, except("Bravogoal")},
-		// Clinician A on case A's team.
-		{"clinician A checkins", docA, caseRoomA, "!checkins", ok, []string{"HR 61", "alphanote"}, caseBData},
-		{"clinician A plan", docA, caseRoomA, "!plan", ok, []string{"Alphagoal", "Alphastaffnote"}, caseBData},
-		{"clinician A case info", docA, caseRoomA, "!case info", ok, []string{"Alpha title", "ALPHAMRN1"}, caseBData},
-		{"clinician A checkins in the patient room", docA, patientRoomA, "!checkins", ok, []string{"HR 61"}, caseBData},
-		{"clinician A case list", docA, docADM, "!case list", ok, []string{"Alpha title"}, caseBData},
-		// Clinician B is not on case A's team: only case B, wherever they ask.
-		{"clinician B case list", docB, docBDM, "!case list", ok, []string{"Bravo title"}, caseAData},
-		{"clinician B case info", docB, caseRoomB, "!case info", ok, []string{"BRAVOMRN2"}, caseAData},
-		{"clinician B checkins", docB, caseRoomB, "!checkins", ok, []string{"HR 99"}, caseAData},
-		{"clinician B plan", docB, caseRoomB, "!plan", ok, []string{"Bravogoal"}, caseAData},
-		{"clinician B checkins in a direct chat", docB, docBDM, "!checkins", "refused:room", nil, all},
-		{"clinician B plan in a direct chat", docB, docBDM, "!plan", "refused:room", nil, all},
-		{"clinician B admin audit", docB, docBDM, "!admin audit case " + fmt.Sprint(caseA), "refused:role", nil, all},
-		// The admin manages but reads no clinical content.
-		{"admin checkins", c.admin, c.adminDM, "!checkins", "refused:room", nil, all},
-		{"admin case info", c.admin, c.adminDM, "!case info", "refused:room", nil, all},
-		{"admin plan", c.admin, c.adminDM, "!plan", "refused:room", nil, all},
-		{"admin case list", c.admin, c.adminDM, "!case list", "refused:role", nil, all},
-		{"admin audit of case A", c.admin, c.adminDM, "!admin audit case " + fmt.Sprint(caseA), ok,
-			[]string{"read:checkins", "write:checkin", "read:plan", patA.UserID.String(), fmt.Sprintf("#%d", caseA)}, all},
-		{"admin audit of patient A", c.admin, c.adminDM, "!admin audit " + patA.UserID.String() + " since 1h", ok,
-			[]string{"read:checkins", "command:case info", "refused:room", "command:admin audit", "refused:role"}, all},
-		// An outsider gets nothing anywhere.
-		{"outsider checkins", outsider, outsiderDM, "!checkins", "refused:room", nil, all},
-		{"outsider case info", outsider, outsiderDM, "!case info", "refused:room", nil, all},
-		{"outsider plan", outsider, outsiderDM, "!plan", "refused:room", nil, all},
-		{"outsider case list", outsider, outsiderDM, "!case list", "refused:role", nil, all},
-		{"outsider admin audit", outsider, outsiderDM, "!admin audit", "refused:role", nil, all},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			evtID, body := c.command(tt.u, tt.room, tt.cmd)
-			refused := strings.Contains(body, "⛔")
-			if refused != (tt.outcome != ok) {
-				t.Fatalf("reply %q, want outcome %s", body, tt.outcome)
-			}
-			if tt.outcome != ok {
-				if outcome := c.auditOutcome(evtID); outcome != tt.outcome {
-					t.Errorf("audited outcome %q, want %q", outcome, tt.outcome)
-				}
-			}
-			for _, want := range tt.want {
-				if !strings.Contains(body, want) {
-					t.Errorf("reply lacks %q:\n%s", want, body)
-				}
-			}
-			for _, never := range tt.never {
-				if strings.Contains(body, never) {
-					t.Errorf("reply reveals %q:\n%s", never, body)
-				}
-			}
-		})
-	}
-
-	// Nobody gets into the other case's rooms.
-	for _, attempt := range []struct {
-		u    *user
-		room id.RoomID
-	}{{patB, patientRoomA}, {patA, caseRoomA}, {docB, caseRoomA}, {docB, patientRoomA}, {outsider, patientRoomB}} {
-		if _, err := attempt.u.JoinRoomByID(context.Background(), attempt.room); err == nil {
-			t.Errorf("%s could join %s without an invite", attempt.u.UserID, attempt.room)
-		}
-	}
-
-	// The audit log has the reads, the writes and the refusals, with who, where and which case.
-	db := c.bot.db()
-	for _, row := range []struct {
-		actor   id.UserID
-		action  string
-		outcome string
-		caseID  int64
-		eventID id.EventID
-	}{
-		{patA.UserID, "write:checkin", ok, caseA, checkinA},
-		{patA.UserID, "read:checkins", ok, caseA, ""},
-		{patA.UserID, "read:plan", ok, caseA, ""},
-		{patA.UserID, "command:case info", "refused:room", caseA, ""},
-		{docB.UserID, "read:checkins", ok, caseB, ""},
-		{docB.UserID, "command:checkins", "refused:room", 0, ""},
-		{c.admin.UserID, "read:audit", ok, caseA, ""},
-		{c.admin.UserID, "command:checkins", "refused:room", 0, ""},
-		{outsider.UserID, "command:case list", "refused:role", 0, ""},
-	} {
-		query := "SELECT COUNT(*) FROM audit WHERE actor = $1 AND action = $2 AND outcome = $3 AND COALESCE(case_id, 0) = $4 AND room_id IS NOT NULL AND event_id IS NOT NULL AND at > 0"
-		args := []any{row.actor, row.action, row.outcome, row.caseID}
-		if row.eventID != "" {
-			query += " AND event_id = $5"
-			args = append(args, row.eventID)
-		}
-		var n int
-		if err := db.QueryRow(query, args...).Scan(&n); err != nil {
+		caseRoomA, patientRoomA := c.openCase(docA, docADM, `"Alpha title" --mrn ALPHAMRN1`)
+		caseRoomB, patientRoomB := c.openCase(docB, docBDM, `"Bravo title" --mrn BRAVOMRN2`)
+		c.mustSucceed(docA, caseRoomA, "!patient invite "+patA.UserID.String())
+		joinInvited(t, patA, patientRoomA)
+		c.mustSucceed(docB, caseRoomB, "!patient invite "+patB.UserID.String())
+		joinInvited(t, patB, patientRoomB)
+		var caseA, caseB int64
+		if err := c.bot.db().QueryRow("SELECT id FROM cases WHERE case_room_id = $1", caseRoomA).Scan(&caseA); err != nil {
 			t.Fatal(err)
 		}
-		if n == 0 {
-			t.Errorf("no audit row %s %s %s (case %d)", row.actor, row.action, row.outcome, row.caseID)
+		if err := c.bot.db().QueryRow("SELECT id FROM cases WHERE case_room_id = $1", caseRoomB).Scan(&caseB); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if body := c.mustSucceed(c.admin, c.adminDM, "!admin audit case 99999"); !strings.Contains(body, "No audit entries in case #99999") {
-		t.Errorf("empty audit answer: %s", body)
-	}
+
+		checkinA, _ := c.command(patA, patientRoomA, "!checkin hr=61 alphanote sore knee")
+		c.mustSucceed(patB, patientRoomB, "!checkin hr=99 bravonote headache")
+		c.mustSucceed(docA, caseRoomA, "!plan goal Alphagoal walk to the shop")
+		c.mustSucceed(docA, caseRoomA, "!plan note Alphastaffnote anxious about surgery")
+		c.mustSucceed(docB, caseRoomB, "!plan goal Bravogoal swim twice a week")
+
+		// What belongs to case A and case B; each reply is checked to hold what it must and nothing of the other case
+		// (or, for the patient, nothing meant for the care team only).
+		caseAData := []string{"Alpha title", "ALPHAMRN1", "HR 61", "alphanote", "Alphagoal", "Alphastaffnote"}
+		caseBData := []string{"Bravo title", "BRAVOMRN2", "HR 99", "bravonote", "Bravogoal"}
+		all := append(append([]string{}, caseAData...), caseBData...)
+		except := func(keep ...string) []string {
+			var out []string
+			for _, s := range all {
+				if !slices.Contains(keep, s) {
+					out = append(out, s)
+				}
+			}
+			return out
+		}
+
+		const ok = "ok"
+		tests := []struct {
+			name    string
+			u       *user
+			room    id.RoomID
+			cmd     string
+			outcome string   // ok or the audited refusal
+			want    []string // in the reply
+			never   []string // never in the reply
+		}{
+			// Patient A, in their patient room and in a direct chat.
+			{"patient A checkins", patA, patientRoomA, "!checkins", ok, []string{"HR 61", "alphanote"}, except("HR 61", "alphanote")},
+			{"patient A plan", patA, patientRoomA, "!plan", ok, []string{"Alphagoal"}, except("Alphagoal")},
+			{"patient A case info", patA, patientRoomA, "!case info", "refused:room", nil, all},
+			{"patient A team", patA, patientRoomA, "!team", "refused:room", nil, all},
+			{"patient A plan history", patA, patientRoomA, "!plan history", "refused:room", nil, all},
+			{"patient A case list", patA, patientRoomA, "!case list", "refused:role", nil, all},
+			{"patient A checkins in a direct chat", patA, patADM, "!checkins", "refused:room", nil, all},
+			{"patient A admin audit", patA, patADM, "!admin audit", "refused:role", nil, all},
+			// Patient B sees only their own.
+			{"patient B checkins", patB, patientRoomB, "!checkins", ok, []string{"HR 99", "bravonote"}, except("HR 99", "bravonote")},
+			{"patient B plan", patB, patientRoomB, "!plan", ok, []string{"Bravogoal"}, except("Bravogoal")},
+			// Clinician A on case A's team.
+			{"clinician A checkins", docA, caseRoomA, "!checkins", ok, []string{"HR 61", "alphanote"}, caseBData},
+			{"clinician A plan", docA, caseRoomA, "!plan", ok, []string{"Alphagoal", "Alphastaffnote"}, caseBData},
+			{"clinician A case info", docA, caseRoomA, "!case info", ok, []string{"Alpha title", "ALPHAMRN1"}, caseBData},
+			{"clinician A checkins in the patient room", docA, patientRoomA, "!checkins", ok, []string{"HR 61"}, caseBData},
+			{"clinician A case list", docA, docADM, "!case list", ok, []string{"Alpha title"}, caseBData},
+			// Clinician B is not on case A's team: only case B, wherever they ask.
+			{"clinician B case list", docB, docBDM, "!case list", ok, []string{"Bravo title"}, caseAData},
+			{"clinician B case info", docB, caseRoomB, "!case info", ok, []string{"BRAVOMRN2"}, caseAData},
+			{"clinician B checkins", docB, caseRoomB, "!checkins", ok, []string{"HR 99"}, caseAData},
+			{"clinician B plan", docB, caseRoomB, "!plan", ok, []string{"Bravogoal"}, caseAData},
+			{"clinician B checkins in a direct chat", docB, docBDM, "!checkins", "refused:room", nil, all},
+			{"clinician B plan in a direct chat", docB, docBDM, "!plan", "refused:room", nil, all},
+			{"clinician B admin audit", docB, docBDM, "!admin audit case " + fmt.Sprint(caseA), "refused:role", nil, all},
+			// The admin manages but reads no clinical content.
+			{"admin checkins", c.admin, c.adminDM, "!checkins", "refused:room", nil, all},
+			{"admin case info", c.admin, c.adminDM, "!case info", "refused:room", nil, all},
+			{"admin plan", c.admin, c.adminDM, "!plan", "refused:room", nil, all},
+			{"admin case list", c.admin, c.adminDM, "!case list", "refused:role", nil, all},
+			{"admin audit of case A", c.admin, c.adminDM, "!admin audit case " + fmt.Sprint(caseA), ok,
+				[]string{"read:checkins", "write:checkin", "read:plan", patA.UserID.String(), fmt.Sprintf("#%d", caseA)}, all},
+			{"admin audit of patient A", c.admin, c.adminDM, "!admin audit " + patA.UserID.String() + " since 1h", ok,
+				[]string{"read:checkins", "command:case info", "refused:room", "command:admin audit", "refused:role"}, all},
+			// An outsider gets nothing anywhere.
+			{"outsider checkins", outsider, outsiderDM, "!checkins", "refused:room", nil, all},
+			{"outsider case info", outsider, outsiderDM, "!case info", "refused:room", nil, all},
+			{"outsider plan", outsider, outsiderDM, "!plan", "refused:room", nil, all},
+			{"outsider case list", outsider, outsiderDM, "!case list", "refused:role", nil, all},
+			{"outsider admin audit", outsider, outsiderDM, "!admin audit", "refused:role", nil, all},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				evtID, body := c.command(tt.u, tt.room, tt.cmd)
+				refused := strings.Contains(body, "⛔")
+				if refused != (tt.outcome != ok) {
+					t.Fatalf("reply %q, want outcome %s", body, tt.outcome)
+				}
+				if tt.outcome != ok {
+					if outcome := c.auditOutcome(evtID); outcome != tt.outcome {
+						t.Errorf("audited outcome %q, want %q", outcome, tt.outcome)
+					}
+				}
+				for _, want := range tt.want {
+					if !strings.Contains(body, want) {
+						t.Errorf("reply lacks %q:\n%s", want, body)
+					}
+				}
+				for _, never := range tt.never {
+					if strings.Contains(body, never) {
+						t.Errorf("reply reveals %q:\n%s", never, body)
+					}
+				}
+			})
+		}
+
+		// Nobody gets into the other case's rooms.
+		for _, attempt := range []struct {
+			u    *user
+			room id.RoomID
+		}{{patB, patientRoomA}, {patA, caseRoomA}, {docB, caseRoomA}, {docB, patientRoomA}, {outsider, patientRoomB}} {
+			if _, err := attempt.u.JoinRoomByID(context.Background(), attempt.room); err == nil {
+				t.Errorf("%s could join %s without an invite", attempt.u.UserID, attempt.room)
+			}
+		}
+
+		// The audit log has the reads, the writes and the refusals, with who, where and which case.
+		db := c.bot.db()
+		for _, row := range []struct {
+			actor   id.UserID
+			action  string
+			outcome string
+			caseID  int64
+			eventID id.EventID
+		}{
+			{patA.UserID, "write:checkin", ok, caseA, checkinA},
+			{patA.UserID, "read:checkins", ok, caseA, ""},
+			{patA.UserID, "read:plan", ok, caseA, ""},
+			{patA.UserID, "command:case info", "refused:room", caseA, ""},
+			{docB.UserID, "read:checkins", ok, caseB, ""},
+			{docB.UserID, "command:checkins", "refused:room", 0, ""},
+			{c.admin.UserID, "read:audit", ok, caseA, ""},
+			{c.admin.UserID, "command:checkins", "refused:room", 0, ""},
+			{outsider.UserID, "command:case list", "refused:role", 0, ""},
+		} {
+			query := "SELECT COUNT(*) FROM audit WHERE actor = $1 AND action = $2 AND outcome = $3 AND COALESCE(case_id, 0) = $4 AND room_id IS NOT NULL AND event_id IS NOT NULL AND at > 0"
+			args := []any{row.actor, row.action, row.outcome, row.caseID}
+			if row.eventID != "" {
+				query += " AND event_id = $5"
+				args = append(args, row.eventID)
+			}
+			var n int
+			if err := db.QueryRow(query, args...).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				t.Errorf("no audit row %s %s %s (case %d)", row.actor, row.action, row.outcome, row.caseID)
+			}
+		}
+		if body := c.mustSucceed(c.admin, c.adminDM, "!admin audit case 99999"); !strings.Contains(body, "No audit entries in case #99999") {
+			t.Errorf("empty audit answer: %s", body)
+		}
+	})
 }
 
 // TestBadTransactionsRejectedWhileTrafficFlows hammers the transaction endpoint with requests that carry a wrong or
