@@ -59,18 +59,13 @@ type Options struct {
 
 // Server is a running Dendrite.
 type Server struct {
-	// URL is the client-server API base URL, such as http://127.0.0.1:41234.
-	URL string
+	homeserver.Base
 	// FederationURL is the HTTPS base URL of the federation API; empty without Options.Federation.
 	FederationURL string
-	// ServerName is the Matrix server name (the part of user IDs after the colon).
-	ServerName string
 	// Dir is the absolute data directory.
 	Dir string
 	// ConfigPath is the absolute path of the Dendrite config file.
 	ConfigPath string
-	// SharedSecret is the secret for shared-secret registration (/_synapse/admin/v1/register).
-	SharedSecret string
 
 	bins   Binaries
 	args   []string
@@ -148,14 +143,12 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		URL:          "http://" + dialAddr(httpAddr),
-		ServerName:   name,
-		Dir:          dir,
-		ConfigPath:   filepath.Join(dir, configFile),
-		SharedSecret: secret,
-		bins:         opts.Binaries,
-		stdout:       opts.Stdout,
-		tail:         &childproc.Tail{Max: 32 << 10},
+		Base:       homeserver.Base{URL: "http://" + dialAddr(httpAddr), ServerName: name, SharedSecret: secret},
+		Dir:        dir,
+		ConfigPath: filepath.Join(dir, configFile),
+		bins:       opts.Binaries,
+		stdout:     opts.Stdout,
+		tail:       &childproc.Tail{Max: 32 << 10},
 	}
 	s.args = []string{"-config", s.ConfigPath, "-http-bind-address", httpAddr, "-really-enable-open-registration"}
 	if opts.Federation {

@@ -178,3 +178,41 @@ func WriteSelfSignedCert(certPath, keyPath string) error {
 	}
 	return os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
 }
+
+// Base is what every running homeserver of the harnesses has, with the methods of Server that need nothing else.
+// The harnesses embed it.
+type Base struct {
+	// URL is the client-server API base URL, such as http://127.0.0.1:41234.
+	URL string
+	// ServerName is the Matrix server name (the part of user IDs after the colon).
+	ServerName string
+	// SharedSecret is the secret for shared-secret registration (/_synapse/admin/v1/register).
+	SharedSecret string
+}
+
+// HomeserverURL is b.URL.
+func (b *Base) HomeserverURL() string { return b.URL }
+
+// Domain is b.ServerName.
+func (b *Base) Domain() string { return b.ServerName }
+
+// UserID returns the Matrix user ID of localpart on this server.
+func (b *Base) UserID(localpart string) id.UserID {
+	return id.NewUserID(localpart, b.ServerName)
+}
+
+// Client returns a mautrix client for this server without credentials.
+func (b *Base) Client() (*mautrix.Client, error) {
+	return mautrix.NewClient(b.URL, "", "")
+}
+
+// RegisterUser creates an account through shared-secret registration (admin makes it a server admin) and returns a
+// client logged in as it, on the device the registration made.
+func (b *Base) RegisterUser(ctx context.Context, localpart, password string, admin bool) (*mautrix.Client, error) {
+	return RegisterUser(ctx, b.URL, b.SharedSecret, localpart, password, admin)
+}
+
+// Login logs localpart in with a password and returns a client on a new device.
+func (b *Base) Login(ctx context.Context, localpart, password string) (*mautrix.Client, error) {
+	return Login(ctx, b.URL, localpart, password)
+}

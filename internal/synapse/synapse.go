@@ -21,8 +21,6 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-	"maunium.net/go/mautrix"
-	"maunium.net/go/mautrix/id"
 
 	"github.com/caseroom/caseroom/internal/childproc"
 	"github.com/caseroom/caseroom/internal/homeserver"
@@ -64,18 +62,13 @@ type Options struct {
 
 // Server is a running Synapse.
 type Server struct {
-	// URL is the client-server API base URL, such as http://127.0.0.1:41234.
-	URL string
+	homeserver.Base
 	// FederationURL is the HTTPS base URL of the federation API; empty without Options.Federation.
 	FederationURL string
-	// ServerName is the Matrix server name (the part of user IDs after the colon).
-	ServerName string
 	// Dir is the absolute data directory.
 	Dir string
 	// ConfigPath is the absolute path of the Synapse config file.
 	ConfigPath string
-	// SharedSecret is the secret for shared-secret registration (/_synapse/admin/v1/register).
-	SharedSecret string
 
 	python string
 	stdout io.Writer
@@ -391,37 +384,10 @@ func (s *Server) LogTail(n int) string {
 	return s.tail.LastLines(n)
 }
 
-// UserID returns the Matrix user ID of localpart on this server.
-func (s *Server) UserID(localpart string) id.UserID {
-	return id.NewUserID(localpart, s.ServerName)
-}
-
-// Client returns a mautrix client for this server without credentials.
-func (s *Server) Client() (*mautrix.Client, error) {
-	return mautrix.NewClient(s.URL, "", "")
-}
-
-// RegisterUser creates an account through shared-secret registration (admin makes it a server admin) and returns a
-// client logged in as it.
-func (s *Server) RegisterUser(ctx context.Context, localpart, password string, admin bool) (*mautrix.Client, error) {
-	return homeserver.RegisterUser(ctx, s.URL, s.SharedSecret, localpart, password, admin)
-}
-
-// Login logs localpart in with a password and returns a client on a new device.
-func (s *Server) Login(ctx context.Context, localpart, password string) (*mautrix.Client, error) {
-	return homeserver.Login(ctx, s.URL, localpart, password)
-}
-
 var _ homeserver.Server = (*Server)(nil)
 
 // Implementation is "synapse".
 func (s *Server) Implementation() string { return "synapse" }
-
-// HomeserverURL is s.URL.
-func (s *Server) HomeserverURL() string { return s.URL }
-
-// Domain is s.ServerName.
-func (s *Server) Domain() string { return s.ServerName }
 
 // LogFile is Dir/synapse.log, unless Options.Stdout took the log.
 func (s *Server) LogFile() string {
