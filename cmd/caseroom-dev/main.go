@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.mau.fi/util/random"
 	"gopkg.in/yaml.v3"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
@@ -310,6 +311,9 @@ func run(ctx context.Context, opts options) (err error) {
 	if err = ensureAccounts(ctx, srv, accounts, say); err != nil {
 		return err
 	}
+	if err = crossSignableBot(ctx, srv, cfg, accounts); err != nil {
+		return err
+	}
 	var ehr *demoEHR
 	if opts.NoEHR {
 		say("No EHR (EHR=none): caseroom keeps the records in its outbox until one answers at %s.", cfg.EHR.URL)
@@ -587,6 +591,9 @@ func devConfig(p ports, serverName, dataDir string) ([]byte, error) {
 		{[]string{"logging", "level"}, "info"},
 		{[]string{"logging", "format"}, "pretty"},
 		{[]string{"ehr", "url"}, ehrURL(p.EHR)},
+		// The bot account's password, which Dendrite asks for before the bot may upload its cross-signing keys;
+		// caseroom-dev sets it on the homeserver (see crossSignableBot), so that Element shows no warning.
+		{[]string{"encryption", "bot_password"}, random.String(24)},
 		// On the appservice listener: a second development setup (or a test's) would collide on a fixed port.
 		{[]string{"metrics", "listen"}, appservice},
 	}
@@ -733,6 +740,28 @@ func ensureAccounts(ctx context.Context, srv homeserver.Server, accounts []accou
 			return err
 		}
 		say("Reset the password of %s to the one in %s.", a.UserID, accountsFile)
+	}
+	return nil
+}
+
+// crossSignableBot gives the bot account on Dendrite the password in encryption.bot_password (through Dendrite's
+// admin API, as the demo admin), which Dendrite v0.13.8 asks for before the bot may upload its cross-signing keys.
+// Synapse asks for nothing on a first upload, so there is nothing to do.
+func crossSignableBot(ctx context.Context, srv homeserver.Server, cfg *config.Config, accounts []account) error {
+	den, ok := srv.(*dendrite.Server)
+	if !ok || cfg.Encryption.BotPassword == "" {
+		return nil
+	}
+	for _, a := range accounts {
+		if !a.admin {
+			continue
+		}
+		adminCli, err := den.Login(ctx, a.Localpart, a.Password)
+		if err != nil {
+			return fmt.Errorf("failed to log in as %s to set the bot's password: %w", a.UserID, err)
+		}
+		defer func() { _, _ = adminCli.Logout(ctx) }()
+		return dendrite.ResetPassword(ctx, adminCli, cfg.BotMXID(), cfg.Encryption.BotPassword)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/caseroom/caseroom/internal/dendrite"
 	"github.com/caseroom/caseroom/internal/synapse"
@@ -141,6 +142,7 @@ func testRunTwice(t *testing.T, software string) {
 		t.Fatalf("ran %s, asked for %s", first.Homeserver.Implementation(), software)
 	}
 	checkDemoEHR(t, first)
+	checkBotCrossSigned(t, first)
 	if software == hsSynapse { // Element X needs sliding sync
 		cli, err := mautrix.NewClient(first.HomeserverURL, "", "")
 		if err != nil {
@@ -296,5 +298,40 @@ func checkDemoEHR(t *testing.T, s *setup) {
 	}
 	if !strings.HasPrefix(s.EHR.PractitionerRef, "Practitioner/") {
 		t.Fatalf("demo practitioner = %q", s.EHR.PractitionerRef)
+	}
+}
+
+// checkBotCrossSigned checks that the bot's device is signed by the bot's self-signing key, as another user's
+// /keys/query shows it (what makes Element show the bot's messages without a warning).
+func checkBotCrossSigned(t *testing.T, s *setup) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var cli *mautrix.Client
+	for _, a := range s.Accounts {
+		if a.Localpart == "pat.demo" {
+			var err error
+			if cli, err = s.Homeserver.Login(ctx, a.Localpart, a.Password); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	resp, err := cli.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{s.Bot: {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ssk, ok := resp.SelfSigningKeys[s.Bot]
+	if _, hasMaster := resp.MasterKeys[s.Bot]; !ok || !hasMaster || ssk.FirstKey() == "" {
+		t.Fatalf("the bot has no cross-signing keys on %s", s.Homeserver.Implementation())
+	}
+	sskID := id.NewKeyID(id.KeyAlgorithmEd25519, ssk.FirstKey().String())
+	signed := 0
+	for _, device := range resp.DeviceKeys[s.Bot] {
+		if device.Signatures[s.Bot][sskID] != "" {
+			signed++
+		}
+	}
+	if signed == 0 {
+		t.Fatalf("no device of the bot is signed by its self-signing key on %s", s.Homeserver.Implementation())
 	}
 }
