@@ -92,7 +92,16 @@ func joinInvited(t *testing.T, u *user, room id.RoomID) {
 		return evt.RoomID == room && evt.Type == event.StateMember && evt.GetStateKey() == u.UserID.String() &&
 			evt.Content.AsMember().Membership == event.MembershipInvite
 	})
-	if _, err := u.JoinRoomByID(context.Background(), room); err != nil {
+	// A join over federation can fail while the servers are still fetching each other's keys; a person would try
+	// again, and so does the test, for a few seconds.
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if _, err = u.JoinRoomByID(context.Background(), room); err == nil {
+			break
+		}
+		time.Sleep(time.Duration(attempt+1) * 500 * time.Millisecond)
+	}
+	if err != nil {
 		t.Fatalf("%s could not join %s: %v", u.UserID, room, err)
 	}
 	u.waitFor(30*time.Second, "its own join", func(evt *event.Event) bool {
