@@ -321,7 +321,7 @@ func (d *cryptoDevice) handlePushed(ctx context.Context, pushed *pushedCrypto) {
 	}
 	d.mach.MarkOlmHashSavePoint(ctx)
 	if len(toDevice) > 0 || otk != nil {
-		zerolog.Ctx(ctx).Debug().Int("to_device", len(toDevice)).Bool("otk_counts", otk != nil).
+		d.bot.Log.Debug().Str("component", "crypto").Int("to_device", len(toDevice)).Bool("otk_counts", otk != nil).
 			Msg("Handled crypto data pushed in a transaction")
 	}
 }
