@@ -104,7 +104,7 @@ func gateWait(t *testing.T, u *user, timeout time.Duration, what string, match f
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		if evts := u.matching(match); len(evts) > 0 {
+		if evts := u.Matching(match); len(evts) > 0 {
 			return evts[0]
 		}
 		if time.Now().After(deadline) {
@@ -172,7 +172,7 @@ func gateSendEncrypted(t *testing.T, u *user, room id.RoomID, evtType event.Type
 	if _, err := u.SendText(ctx, room, "hello"); err != nil {
 		t.Fatal(err)
 	}
-	encrypted, err := u.helper.Encrypt(ctx, room, evtType, content)
+	encrypted, err := u.CryptoHelper.Encrypt(ctx, room, evtType, content)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,10 +230,10 @@ func TestGateAttacks(t *testing.T) {
 		w := c.bot.w
 		doc, pat := newUser(t, c.hs, "doc"), newUser(t, c.hs, "pat")
 		g.registerClinician(doc)
-		docDM := doc.encryptedRoomWithBot(c.botID)
+		docDM := doc.EncryptedRoomWithBot(c.botID)
 		caseRoom, patientRoom := c.openCase(doc, docDM, "Heart failure follow-up --patient "+patientRef)
 		c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
-		joinInvited(t, pat, patientRoom)
+		pat.JoinInvited(patientRoom)
 		ctx := context.Background()
 
 		t.Run("ForgedDeletionByPatientOfClinicianReading", func(t *testing.T) {
@@ -250,11 +250,11 @@ func TestGateAttacks(t *testing.T) {
 			g.t = t
 			checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=72")
 			outsider := newUser(t, c.hs, "outsider")
-			dm := outsider.encryptedRoomWithBot(c.botID)
+			dm := outsider.EncryptedRoomWithBot(c.botID)
 			forged := gateSendEncrypted(t, outsider, dm, event.EventRedaction, &event.RedactionEventContent{Redacts: checkin}, false)
 			gateRefused(t, c, outsider, dm, forged)
 			g.requireUnchanged(checkin, "hr")
-			if n := len(doc.matching(func(evt *event.Event) bool {
+			if n := len(doc.Matching(func(evt *event.Event) bool {
 				return evt.RoomID == caseRoom && evt.Sender == c.botID && strings.Contains(evt.Content.AsMessage().Body, "deleted")
 			})); n != 0 {
 				t.Errorf("the case room was told of a deletion %d times", n)
@@ -278,7 +278,7 @@ func TestGateAttacks(t *testing.T) {
 			g.t = t
 			checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=70")
 			outsider := newUser(t, c.hs, "outsider")
-			dm := outsider.encryptedRoomWithBot(c.botID)
+			dm := outsider.EncryptedRoomWithBot(c.botID)
 			// The outsider may redact anything in their own room; the event ID is of the patient room. Dendrite refuses
 			// this at its client API (as it refuses a redaction without power above); a homeserver that sends such a
 			// redaction anyway (e.g. over federation) meets the bot's own check.
@@ -297,7 +297,7 @@ func TestGateAttacks(t *testing.T) {
 		t.Run("EditFromAnotherRoom", func(t *testing.T) {
 			g.t = t
 			checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=74")
-			dm := pat.encryptedRoomWithBot(c.botID)
+			dm := pat.EncryptedRoomWithBot(c.botID)
 			editID := gateSendEdit(t, pat, dm, gateEdit(checkin, "!checkin hr=140"))
 			if _, outcome := gateRefused(t, c, pat, dm, editID); outcome != "refused:room" {
 				t.Errorf("outcome %q, want refused:room", outcome)
@@ -308,7 +308,7 @@ func TestGateAttacks(t *testing.T) {
 		t.Run("EditRelationOnlyInCiphertextFromAnotherRoom", func(t *testing.T) {
 			g.t = t
 			checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=75")
-			dm := pat.encryptedRoomWithBot(c.botID)
+			dm := pat.EncryptedRoomWithBot(c.botID)
 			edit := gateSendEncrypted(t, pat, dm, event.EventMessage, gateEdit(checkin, "!checkin hr=141"), true)
 			if _, outcome := gateRefused(t, c, pat, dm, edit); outcome != "refused:room" {
 				t.Errorf("outcome %q, want refused:room", outcome)
@@ -321,10 +321,10 @@ func TestGateAttacks(t *testing.T) {
 			nurse := newUser(t, c.hs, "nurse")
 			g.registerClinician(nurse)
 			c.mustSucceed(doc, caseRoom, "!team add "+nurse.UserID.String()+" nurse")
-			joinInvited(t, nurse, caseRoom)
-			joinInvited(t, nurse, patientRoom)
+			nurse.JoinInvited(caseRoom)
+			nurse.JoinInvited(patientRoom)
 			reading, _ := gateFiled(t, c, nurse, patientRoom, "!checkin for "+pat.UserID.String()+" hr=76")
-			nurseDM := nurse.encryptedRoomWithBot(c.botID)
+			nurseDM := nurse.EncryptedRoomWithBot(c.botID)
 			c.mustSucceed(doc, caseRoom, "!team remove "+nurse.UserID.String())
 			// Kicked from the rooms, the nurse still shares a direct chat with the bot.
 			editID := gateSendEdit(t, nurse, nurseDM, gateEdit(reading, "!checkin for "+pat.UserID.String()+" hr=150"))
@@ -340,8 +340,8 @@ func TestGateAttacks(t *testing.T) {
 			c.mustSucceed(c.admin, c.adminDM, "!admin servers allow "+w.hsB.ServerName)
 			g.registerClinician(remote)
 			c.mustSucceed(doc, caseRoom, "!team add "+remote.UserID.String()+" cardiologist")
-			joinInvited(t, remote, caseRoom)
-			joinInvited(t, remote, patientRoom)
+			remote.JoinInvited(caseRoom)
+			remote.JoinInvited(patientRoom)
 			reading, _ := gateFiled(t, c, remote, patientRoom, "!checkin for "+pat.UserID.String()+" hr=77")
 			c.mustSucceed(c.admin, c.adminDM, "!admin servers deny "+w.hsB.ServerName)
 			// The deny ends the care team membership; the kick out of the patient room fails (see the clinic's faults),
@@ -383,7 +383,7 @@ func TestGateAttacks(t *testing.T) {
 			unsigned := newUserDevice(t, c.hs, "unsigned", false)
 			case2, room := c.openCase(doc, docDM, "Unverified session")
 			c.mustSucceed(doc, case2, "!patient invite "+unsigned.UserID.String())
-			joinInvited(t, unsigned, room)
+			unsigned.JoinInvited(room)
 			resp, err := unsigned.SendMessageEvent(ctx, room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: "!checkin hr=79"})
 			if err != nil {
 				t.Fatal(err)
@@ -456,7 +456,7 @@ func TestGateAttacks(t *testing.T) {
 		t.Run("EditAfterCaseClose", func(t *testing.T) {
 			g.t = t
 			checkin, _ := gateFiled(t, c, pat, patientRoom, "!checkin hr=84")
-			dm := pat.encryptedRoomWithBot(c.botID)
+			dm := pat.EncryptedRoomWithBot(c.botID)
 			c.mustSucceed(doc, caseRoom, "!case close")
 			// The closed case's rooms are read-only; the patient's direct chat is not.
 			editID := gateSendEdit(t, pat, dm, gateEdit(checkin, "!checkin hr=142"))

@@ -26,7 +26,7 @@ import (
 func holesForgedEvent(t *testing.T, bot *botProcess, u *user, room id.RoomID, content *event.MessageEventContent, ts time.Time) id.EventID {
 	t.Helper()
 	ctx := context.Background()
-	encrypted, err := u.helper.Machine().EncryptMegolmEvent(ctx, room, event.EventMessage, content)
+	encrypted, err := u.CryptoHelper.Machine().EncryptMegolmEvent(ctx, room, event.EventMessage, content)
 	if err != nil {
 		t.Fatalf("failed to encrypt the forged event: %v", err)
 	}
@@ -67,7 +67,7 @@ func TestHolesCheckInTimeNotSenderControlled(t *testing.T) {
 			before := time.Now()
 			claimed := before.Add(tt.claim)
 			evtID := holesForgedEvent(t, c.bot, pat, patientRoom, &event.MessageEventContent{MsgType: event.MsgText, Body: "!checkin hr=91"}, claimed)
-			reply := pat.waitFor(30*time.Second, "the confirmation of the forged check-in", replyTo(c.botID, evtID)).Content.AsMessage().Body
+			reply := pat.WaitFor(30*time.Second, "the confirmation of the forged check-in", replyTo(c.botID, evtID)).Content.AsMessage().Body
 			after := time.Now()
 			if !strings.Contains(reply, "Recorded") {
 				t.Fatalf("reply to the check-in: %s", reply)
@@ -157,7 +157,7 @@ func TestHolesMetricsOnOwnListener(t *testing.T) {
 // holesUndecryptable sends an m.room.encrypted event of a megolm session nobody shared: the bot never gets its key.
 func holesUndecryptable(t *testing.T, u *user, room id.RoomID) id.EventID {
 	t.Helper()
-	own := u.helper.Machine().OwnIdentity()
+	own := u.CryptoHelper.Machine().OwnIdentity()
 	resp, err := u.SendMessageEvent(context.Background(), room, event.EventEncrypted, &event.EncryptedEventContent{
 		Algorithm:        id.AlgorithmMegolmV1,
 		SenderKey:        own.IdentityKey,
@@ -207,8 +207,8 @@ func TestHolesUndecryptableFloodDoesNotStallOtherRooms(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	ping := alice.send(pingRoom, "!ping")
-	alice.waitFor(60*time.Second, "the pong", replyTo(botMXID, ping))
+	ping := alice.Send(pingRoom, "!ping")
+	alice.WaitFor(60*time.Second, "the pong", replyTo(botMXID, ping))
 	isFloodNotice := func(evt *event.Event) bool {
 		if evt.Sender != botMXID || evt.Type != event.EventMessage {
 			return false
@@ -221,19 +221,19 @@ func TestHolesUndecryptableFloodDoesNotStallOtherRooms(t *testing.T) {
 		}
 		return false
 	}
-	if n := len(alice.matching(isFloodNotice)); n > 0 {
+	if n := len(alice.Matching(isFloodNotice)); n > 0 {
 		t.Fatalf("the ping was answered only after %d of %d notices to the undecryptable flood", n, len(flood))
 	}
 	// The flood is not dropped: every undecryptable event gets its notice, and in each room in order.
 	for _, f := range flood {
-		notice := alice.waitFor(120*time.Second, "the notice to "+f.String(), replyTo(botMXID, f))
+		notice := alice.WaitFor(120*time.Second, "the notice to "+f.String(), replyTo(botMXID, f))
 		if body := notice.Content.AsMessage().Body; !strings.Contains(body, "couldn't decrypt") {
 			t.Fatalf("notice to an undecryptable event: %s", body)
 		}
 	}
 	for _, room := range rooms {
 		var order []id.EventID
-		for _, evt := range alice.matching(isFloodNotice) {
+		for _, evt := range alice.Matching(isFloodNotice) {
 			if evt.RoomID == room {
 				order = append(order, evt.Content.AsMessage().RelatesTo.GetReplyTo())
 			}

@@ -26,18 +26,18 @@ func provenanceCase(t *testing.T, srv *fhirtest.Server) (c *clinic, doc, pat *us
 	w := c.bot.w
 	doc, pat = newUser(t, w.hsA, "doc"), newUser(t, w.hsA, "pat")
 	c.registerClinician(doc) // no --practitioner
-	docDM = doc.encryptedRoomWithBot(c.botID)
+	docDM = doc.EncryptedRoomWithBot(c.botID)
 	caseRoom, patientRoom = c.openCase(doc, docDM, "Heart failure follow-up --patient "+patientRef)
 	c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
-	joinInvited(t, pat, patientRoom)
+	pat.JoinInvited(patientRoom)
 	return c, doc, pat, docDM, caseRoom, patientRoom, patientRef
 }
 
 // provenanceOutcome waits for the bot's notice in the case room that says whether a record was filed ("filed in
 // the EHR" / "filed to the chart") or became a dead letter ("could not be filed"), and returns its body.
 func provenanceOutcome(u *user, c *clinic, room id.RoomID, filed string, since time.Time) string {
-	u.t.Helper()
-	evt := u.waitFor(40*time.Second, "a notice that says whether the record was filed", func(evt *event.Event) bool {
+	u.T.Helper()
+	evt := u.WaitFor(40*time.Second, "a notice that says whether the record was filed", func(evt *event.Event) bool {
 		if evt.RoomID != room || evt.Sender != c.botID || evt.Type != event.EventMessage || time.UnixMilli(evt.Timestamp).Before(since) {
 			return false
 		}
@@ -108,7 +108,7 @@ func TestAttackProvenanceNoPractitioner(t *testing.T) {
 		}
 
 		// A filed message of the clinician: the Communication names its sender.
-		said := doc.send(caseRoom, "Called the patient, breathing is better today")
+		said := doc.Send(caseRoom, "Called the patient, breathing is better today")
 		fileCmd := sendRelated(t, doc, caseRoom, "!file", replyRel(said))
 		botNotice(doc, c, caseRoom, "filed to the chart as Communication/")
 		var com ehr.Communication
@@ -164,7 +164,7 @@ func TestAttackProvenanceUnlinkedCase(t *testing.T) {
 	// A case without a FHIR Patient: recorded in caseroom, said so, nothing queued to become a dead letter.
 	unlinkedRoom, unlinkedPatientRoom := c.openCase(doc, docDM, "Phone follow-up")
 	c.mustSucceed(doc, unlinkedRoom, "!patient invite "+pat.UserID.String())
-	joinInvited(t, pat, unlinkedPatientRoom)
+	pat.JoinInvited(unlinkedPatientRoom)
 	var unlinkedID int64
 	if err := c.bot.db().QueryRow("SELECT id FROM cases WHERE case_room_id = $1", unlinkedRoom).Scan(&unlinkedID); err != nil {
 		t.Fatal(err)

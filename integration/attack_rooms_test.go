@@ -23,7 +23,7 @@ func roomsClinic(t *testing.T, extra map[string]any, env ...string) *clinic {
 	}
 	extra["admins"] = []string{admin.UserID.String()}
 	c := &clinic{t: t, hs: w.hsA, bot: startBot(t, extra, env...), botID: id.NewUserID(w.reg.SenderLocalpart, w.hsA.ServerName), admin: admin}
-	c.adminDM = admin.encryptedRoomWithBot(c.botID)
+	c.adminDM = admin.EncryptedRoomWithBot(c.botID)
 	return c
 }
 
@@ -32,12 +32,12 @@ func roomsClinic(t *testing.T, extra map[string]any, env ...string) *clinic {
 func roomsLinkableRoom(t *testing.T, c *clinic, creator *user, members ...*user) id.RoomID {
 	t.Helper()
 	ctx := context.Background()
-	room := creator.encryptedRoomWithBot(c.botID)
+	room := creator.EncryptedRoomWithBot(c.botID)
 	for _, m := range members {
 		if _, err := creator.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: m.UserID}); err != nil {
 			t.Fatal(err)
 		}
-		joinInvited(t, m, room)
+		m.JoinInvited(room)
 	}
 	users := map[id.UserID]int{c.botID: 100, creator.UserID: 50}
 	for _, m := range members {
@@ -88,7 +88,7 @@ func roomsCaseCount(t *testing.T, c *clinic, room id.RoomID) int {
 // roomsKicked waits until observer (a member of room) sees u removed from room by the bot, and returns the reason.
 func roomsKicked(t *testing.T, c *clinic, observer, u *user, room id.RoomID, timeout time.Duration) string {
 	t.Helper()
-	evt := observer.waitFor(timeout, "the removal of "+u.UserID.String()+" from "+room.String(), func(evt *event.Event) bool {
+	evt := observer.WaitFor(timeout, "the removal of "+u.UserID.String()+" from "+room.String(), func(evt *event.Event) bool {
 		return evt.RoomID == room && evt.Type == event.StateMember && evt.GetStateKey() == u.UserID.String() &&
 			evt.Sender == c.botID && evt.Content.AsMember().Membership == event.MembershipLeave
 	})
@@ -98,7 +98,7 @@ func roomsKicked(t *testing.T, c *clinic, observer, u *user, room id.RoomID, tim
 // roomsBotNotice waits for a notice of the bot in room that contains all of words.
 func roomsBotNotice(t *testing.T, c *clinic, u *user, room id.RoomID, what string, words ...string) *event.Event {
 	t.Helper()
-	return u.waitFor(60*time.Second, what, func(evt *event.Event) bool {
+	return u.WaitFor(60*time.Second, what, func(evt *event.Event) bool {
 		if evt.RoomID != room || evt.Sender != c.botID || evt.Type != event.EventMessage {
 			return false
 		}
@@ -114,7 +114,7 @@ func roomsBotNotice(t *testing.T, c *clinic, u *user, room id.RoomID, what strin
 
 // roomsDecryptedFromBot lists the bot's messages in room that u could read.
 func roomsDecryptedFromBot(c *clinic, u *user, room id.RoomID) []*event.Event {
-	return u.matching(func(evt *event.Event) bool {
+	return u.Matching(func(evt *event.Event) bool {
 		return evt.RoomID == room && evt.Sender == c.botID && evt.Type == event.EventMessage
 	})
 }
@@ -173,7 +173,7 @@ func TestAttackRooms(t *testing.T) {
 			t.Fatal(err)
 		}
 		roomsSetPower(t, doc.Client, invitedRoom, map[id.UserID]int{c.botID: 100, doc.UserID: 50, nurse.UserID: 50})
-		invitedOutsider.waitFor(30*time.Second, "the invite", func(evt *event.Event) bool {
+		invitedOutsider.WaitFor(30*time.Second, "the invite", func(evt *event.Event) bool {
 			return evt.RoomID == invitedRoom && evt.Type == event.StateMember && evt.GetStateKey() == invitedOutsider.UserID.String()
 		})
 		evtID, body := c.command(doc, invitedRoom, "!case link Ward round --patient Patient/1")
@@ -196,7 +196,7 @@ func TestAttackRooms(t *testing.T) {
 		if _, err := invitedOutsider.JoinRoomByID(ctx, invitedRoom); err != nil {
 			t.Fatal(err)
 		}
-		invitedOutsider.waitFor(30*time.Second, "the bot's encrypted answer", func(evt *event.Event) bool {
+		invitedOutsider.WaitFor(30*time.Second, "the bot's encrypted answer", func(evt *event.Event) bool {
 			return evt.ID == sent.ID
 		})
 		time.Sleep(5 * time.Second) // time for a room key that should not come
@@ -241,8 +241,8 @@ func TestAttackRooms(t *testing.T) {
 		if err := c.bot.db().QueryRow("SELECT patient_room_id FROM cases WHERE created_event = $1", evtID).Scan(&patientRoom); err != nil {
 			t.Fatal(err)
 		}
-		joinInvited(t, doc, patientRoom)
-		joinInvited(t, nurse, patientRoom)
+		doc.JoinInvited(patientRoom)
+		nurse.JoinInvited(patientRoom)
 	})
 
 	t.Run("an outsider invited by a team member is removed", func(t *testing.T) {
@@ -253,7 +253,7 @@ func TestAttackRooms(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The outsider joins as fast as it can.
-		outsider.waitFor(30*time.Second, "the invite", func(evt *event.Event) bool {
+		outsider.WaitFor(30*time.Second, "the invite", func(evt *event.Event) bool {
 			return evt.RoomID == caseRoom && evt.Type == event.StateMember && evt.GetStateKey() == outsider.UserID.String()
 		})
 		_, _ = outsider.JoinRoomByID(ctx, caseRoom)
@@ -308,8 +308,8 @@ func TestAttackRooms(t *testing.T) {
 		flaky := newUser(t, w.hsA, "kickfail")
 		c.registerClinician(flaky)
 		c.mustSucceed(doc, caseRoom, "!team add "+flaky.UserID.String())
-		joinInvited(t, flaky, caseRoom)
-		joinInvited(t, flaky, patientRoom)
+		flaky.JoinInvited(caseRoom)
+		flaky.JoinInvited(patientRoom)
 		// The homeserver refuses the bot's kicks for a while; the removal still completes, in the rooms and the DB.
 		_, body := c.command(doc, caseRoom, "!team remove "+flaky.UserID.String())
 		if strings.Contains(body, "⛔") {
@@ -327,8 +327,8 @@ func TestAttackRooms(t *testing.T) {
 		c.mustSucceed(c.admin, c.adminDM, "!admin servers allow "+w.hsB.ServerName)
 		c.registerClinician(remote)
 		c.mustSucceed(doc, caseRoom, "!team add "+remote.UserID.String())
-		joinInvited(t, remote, caseRoom)
-		joinInvited(t, remote, patientRoom)
+		remote.JoinInvited(caseRoom)
+		remote.JoinInvited(patientRoom)
 		c.mustSucceed(c.admin, c.adminDM, "!admin servers deny "+w.hsB.ServerName)
 		roomsKicked(t, c, nurse, remote, caseRoom, 60*time.Second)
 		roomsKicked(t, c, nurse, remote, patientRoom, 60*time.Second)
@@ -352,7 +352,7 @@ func TestAttackRooms(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(8 * time.Second)
-		for _, evt := range nurse.matching(func(evt *event.Event) bool {
+		for _, evt := range nurse.Matching(func(evt *event.Event) bool {
 			return evt.RoomID == caseRoom && evt.Sender == c.botID && evt.Type == event.EventMessage
 		}) {
 			if evt.Content.AsMessage().RelatesTo.GetReplyTo() == resp.EventID || !evt.Mautrix.WasEncrypted {

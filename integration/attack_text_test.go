@@ -126,13 +126,13 @@ func TestAttackTextInjection(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				reply := pat.waitFor(30*time.Second, "the restatement of "+in.name, replyTo(c.botID, evtID.EventID))
+				reply := pat.WaitFor(30*time.Second, "the restatement of "+in.name, replyTo(c.botID, evtID.EventID))
 				pat.requireArrivedEncrypted(reply)
 				if !strings.Contains(reply.Content.AsMessage().Body, "Recorded") {
 					t.Fatalf("not recorded: %s", reply.Content.AsMessage().Body)
 				}
 				textCheckContent(t, "restatement", in, reply.Content.AsMessage())
-				summary := doc.waitFor(30*time.Second, "the case-room summary of "+in.name, func(evt *event.Event) bool {
+				summary := doc.WaitFor(30*time.Second, "the case-room summary of "+in.name, func(evt *event.Event) bool {
 					return evt.RoomID == caseRoom && evt.Sender == c.botID && evt.Type == event.EventMessage &&
 						strings.Contains(evt.Content.AsMessage().Body, marker)
 				})
@@ -149,7 +149,7 @@ func TestAttackTextInjection(t *testing.T) {
 		deadline := time.Now().Add(60 * time.Second)
 		for {
 			table = nil
-			for _, evt := range doc.matching(replyTo(c.botID, evtID.EventID)) {
+			for _, evt := range doc.Matching(replyTo(c.botID, evtID.EventID)) {
 				table = append(table, evt.Content.AsMessage())
 			}
 			all := ""
@@ -206,10 +206,10 @@ func textManyLongCheckIns(t *testing.T, c *clinic, pat *user, patientRoom id.Roo
 // textReplies waits until the bot has answered evtID and returns its answers.
 func textReplies(t *testing.T, u *user, c *clinic, evtID id.EventID) []*event.MessageEventContent {
 	t.Helper()
-	u.waitFor(60*time.Second, "the answer to "+evtID.String(), replyTo(c.botID, evtID))
+	u.WaitFor(60*time.Second, "the answer to "+evtID.String(), replyTo(c.botID, evtID))
 	time.Sleep(time.Second) // a paged answer is one message; give a wrongly split answer time to show
 	var out []*event.MessageEventContent
-	for _, evt := range u.matching(replyTo(c.botID, evtID)) {
+	for _, evt := range u.Matching(replyTo(c.botID, evtID)) {
 		out = append(out, evt.Content.AsMessage())
 	}
 	return out
@@ -285,7 +285,7 @@ func TestAttackTextSendFailureIsReported(t *testing.T) {
 	// really refuses it.
 	c := &clinic{t: t, hs: w.hsA, bot: startBot(t, map[string]any{"admins": []string{admin.UserID.String()}}, "CASEROOM_FAULT_PAGE_BYTES=10000000"),
 		botID: id.NewUserID(w.reg.SenderLocalpart, w.hsA.ServerName), admin: admin}
-	c.adminDM = admin.encryptedRoomWithBot(c.botID)
+	c.adminDM = admin.EncryptedRoomWithBot(c.botID)
 	doc, pat, caseRoom, patientRoom := patientCase(t, c)
 	textManyLongCheckIns(t, c, pat, patientRoom, 45)
 	before := textScrape(t, c.bot, `caseroom_messages_sent_total{outcome="failed"}`)

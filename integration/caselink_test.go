@@ -23,13 +23,13 @@ func TestCaseLinkAndBotRemoval(t *testing.T) {
 	doc, nurse, stranger := newUser(t, w.hsA, "doc"), newUser(t, w.hsA, "nurse"), newUser(t, w.hsA, "stranger")
 	c.registerClinician(doc)
 	c.registerClinician(nurse)
-	room := doc.encryptedRoomWithBot(c.botID)
+	room := doc.EncryptedRoomWithBot(c.botID)
 	ctx := context.Background()
 	for _, u := range []*user{nurse, stranger} {
 		if _, err := doc.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: u.UserID}); err != nil {
 			t.Fatal(err)
 		}
-		joinInvited(t, u, room)
+		u.JoinInvited(room)
 	}
 	if _, body := c.command(doc, room, "!case link Shared ward round"); !strings.Contains(body, "power level 100") {
 		t.Fatalf("linked without the power to manage the room: %s", body)
@@ -62,8 +62,8 @@ func TestCaseLinkAndBotRemoval(t *testing.T) {
 	if err := c.bot.db().QueryRow("SELECT patient_room_id FROM cases WHERE created_event = $1 AND case_room_id = $2", evtID, room).Scan(&patientRoom); err != nil {
 		t.Fatal(err)
 	}
-	joinInvited(t, doc, patientRoom)
-	joinInvited(t, nurse, patientRoom)
+	doc.JoinInvited(patientRoom)
+	nurse.JoinInvited(patientRoom)
 	if team := c.mustSucceed(nurse, room, "!team"); !strings.Contains(team, doc.UserID.String()) || !strings.Contains(team, nurse.UserID.String()) {
 		t.Fatalf("the clinicians in the room are not the care team: %s", team)
 	}
@@ -78,7 +78,7 @@ func TestCaseLinkAndBotRemoval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if body := doc.waitFor(30*time.Second, "the structured command's reply", replyTo(c.botID, resp.EventID)).Content.AsMessage().Body; !strings.Contains(body, "Care team") {
+	if body := doc.WaitFor(30*time.Second, "the structured command's reply", replyTo(c.botID, resp.EventID)).Content.AsMessage().Body; !strings.Contains(body, "Care team") {
 		t.Fatalf("structured team list: %s", body)
 	}
 
@@ -91,7 +91,7 @@ func TestCaseLinkAndBotRemoval(t *testing.T) {
 	if _, err = operator.MakeRequest(ctx, http.MethodPost, evacuate, struct{}{}, nil); err != nil {
 		t.Fatal(err)
 	}
-	warning := doc.waitFor(30*time.Second, "the warning in the case room", func(evt *event.Event) bool {
+	warning := doc.WaitFor(30*time.Second, "the warning in the case room", func(evt *event.Event) bool {
 		return evt.RoomID == room && evt.Sender == c.botID && strings.Contains(evt.Content.AsMessage().Body, "removed from the patient room")
 	})
 	if !warning.Mautrix.WasEncrypted {

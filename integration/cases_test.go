@@ -6,7 +6,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -43,19 +42,14 @@ func newClinicOn(t *testing.T, on *onHomeserver, extra map[string]any, env ...st
 	}
 	extra["admins"] = []string{admin.UserID.String()}
 	c := &clinic{t: t, hs: on.hs, bot: startBotOn(t, on.target, extra, env...), botID: on.hs.UserID(on.target.reg.SenderLocalpart), admin: admin}
-	c.adminDM = admin.encryptedRoomWithBot(c.botID)
+	c.adminDM = admin.EncryptedRoomWithBot(c.botID)
 	return c
 }
 
 // command sends text and returns the bot's reply to it.
 func (c *clinic) command(u *user, room id.RoomID, text string) (id.EventID, string) {
 	c.t.Helper()
-	resp, err := u.SendMessageEvent(context.Background(), room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: text})
-	if err != nil {
-		c.t.Fatalf("%s could not send %q: %v", u.UserID, text, err)
-	}
-	reply := u.waitFor(30*time.Second, fmt.Sprintf("the reply to %q", text), replyTo(c.botID, resp.EventID))
-	return resp.EventID, reply.Content.AsMessage().Body
+	return u.Command(c.botID, room, text)
 }
 
 // mustSucceed runs a command that must succeed (no ⛔) and returns the reply.
@@ -85,34 +79,9 @@ func (c *clinic) registerClinician(u *user) {
 	c.mustSucceed(c.admin, c.adminDM, "!admin clinician add "+u.UserID.String())
 }
 
-// joinInvited waits for an invite to room and joins it.
-func joinInvited(t *testing.T, u *user, room id.RoomID) {
-	t.Helper()
-	u.waitFor(30*time.Second, "an invite to "+room.String(), func(evt *event.Event) bool {
-		return evt.RoomID == room && evt.Type == event.StateMember && evt.GetStateKey() == u.UserID.String() &&
-			evt.Content.AsMember().Membership == event.MembershipInvite
-	})
-	// A join over federation can fail while the servers are still fetching each other's keys; a person would try
-	// again, and so does the test, for a few seconds.
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		if _, err = u.JoinRoomByID(context.Background(), room); err == nil {
-			break
-		}
-		time.Sleep(time.Duration(attempt+1) * 500 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("%s could not join %s: %v", u.UserID, room, err)
-	}
-	u.waitFor(30*time.Second, "its own join", func(evt *event.Event) bool {
-		return evt.RoomID == room && evt.Type == event.StateMember && evt.GetStateKey() == u.UserID.String() &&
-			evt.Content.AsMember().Membership == event.MembershipJoin
-	})
-}
-
 // invitedTo reports whether the user ever saw an invite to room.
 func invitedTo(u *user, room id.RoomID) bool {
-	return len(u.matching(func(evt *event.Event) bool {
+	return len(u.Matching(func(evt *event.Event) bool {
 		return evt.RoomID == room && evt.Type == event.StateMember && evt.GetStateKey() == u.UserID.String()
 	})) > 0
 }
@@ -128,8 +97,8 @@ func (c *clinic) openCase(doc *user, docDM id.RoomID, args string) (caseRoom, pa
 	if err != nil {
 		c.t.Fatalf("case not stored: %v", err)
 	}
-	joinInvited(c.t, doc, caseRoom)
-	joinInvited(c.t, doc, patientRoom)
+	doc.JoinInvited(caseRoom)
+	doc.JoinInvited(patientRoom)
 	return caseRoom, patientRoom
 }
 
@@ -139,7 +108,7 @@ func TestCaseFlow(t *testing.T) {
 		doc, nurse, pat := newUser(t, c.hs, "doc"), newUser(t, c.hs, "nurse"), newUser(t, c.hs, "pat")
 		c.registerClinician(doc)
 		c.registerClinician(nurse)
-		docDM := doc.encryptedRoomWithBot(c.botID)
+		docDM := doc.EncryptedRoomWithBot(c.botID)
 
 		caseRoom, patientRoom := c.openCase(doc, docDM, `"Wound care <b>hip</b>" --mrn 0012345`)
 		// Rooms are encrypted, and the room state says nothing about the patient.
@@ -167,7 +136,7 @@ func TestCaseFlow(t *testing.T) {
 			t.Fatalf("MSC4391 description of team add missing or untyped: %s", teamAdd)
 		}
 
-		welcome := doc.waitFor(20*time.Second, "the case room welcome", func(evt *event.Event) bool {
+		welcome := doc.WaitFor(20*time.Second, "the case room welcome", func(evt *event.Event) bool {
 			return evt.RoomID == caseRoom && evt.Sender == c.botID && evt.Type == event.EventMessage
 		})
 		if !welcome.Mautrix.WasEncrypted || !strings.Contains(welcome.Content.AsMessage().Body, "<b>hip</b>") ||
@@ -176,14 +145,14 @@ func TestCaseFlow(t *testing.T) {
 		}
 
 		c.mustSucceed(doc, caseRoom, "!team add "+nurse.UserID.String()+" wound nurse")
-		joinInvited(t, nurse, caseRoom)
-		joinInvited(t, nurse, patientRoom)
+		nurse.JoinInvited(caseRoom)
+		nurse.JoinInvited(patientRoom)
 		if body := c.mustSucceed(nurse, caseRoom, "!team"); !strings.Contains(body, "wound nurse") || !strings.Contains(body, doc.UserID.String()) {
 			t.Fatalf("team list: %s", body)
 		}
 
 		c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
-		joinInvited(t, pat, patientRoom)
+		pat.JoinInvited(patientRoom)
 		if invitedTo(pat, caseRoom) {
 			t.Fatal("the patient was invited to the case room")
 		}
@@ -213,7 +182,7 @@ func TestCaseFlow(t *testing.T) {
 		}
 
 		c.mustSucceed(doc, caseRoom, "!team remove "+nurse.UserID.String())
-		nurse.waitFor(20*time.Second, "being removed from the patient room", func(evt *event.Event) bool {
+		nurse.WaitFor(20*time.Second, "being removed from the patient room", func(evt *event.Event) bool {
 			return evt.RoomID == patientRoom && evt.Type == event.StateMember && evt.GetStateKey() == nurse.UserID.String() &&
 				evt.Content.AsMember().Membership == event.MembershipLeave
 		})
@@ -263,15 +232,15 @@ func TestLeavingCaseRoomLeavesTeam(t *testing.T) {
 	doc, nurse := newUser(t, w.hsA, "doc"), newUser(t, w.hsA, "nurse")
 	c.registerClinician(doc)
 	c.registerClinician(nurse)
-	docDM := doc.encryptedRoomWithBot(c.botID)
+	docDM := doc.EncryptedRoomWithBot(c.botID)
 	caseRoom, patientRoom := c.openCase(doc, docDM, "Follow-up")
 	c.mustSucceed(doc, caseRoom, "!team add "+nurse.UserID.String())
-	joinInvited(t, nurse, caseRoom)
-	joinInvited(t, nurse, patientRoom)
+	nurse.JoinInvited(caseRoom)
+	nurse.JoinInvited(patientRoom)
 	if _, err := nurse.LeaveRoom(context.Background(), caseRoom); err != nil {
 		t.Fatal(err)
 	}
-	nurse.waitFor(20*time.Second, "being taken out of the patient room", func(evt *event.Event) bool {
+	nurse.WaitFor(20*time.Second, "being taken out of the patient room", func(evt *event.Event) bool {
 		return evt.RoomID == patientRoom && evt.Type == event.StateMember && evt.GetStateKey() == nurse.UserID.String() &&
 			evt.Content.AsMember().Membership == event.MembershipLeave
 	})

@@ -17,17 +17,17 @@ func patientCase(t *testing.T, c *clinic) (doc, pat *user, caseRoom, patientRoom
 	t.Helper()
 	doc, pat = newUser(t, c.hs, "doc"), newUser(t, c.hs, "pat")
 	c.registerClinician(doc)
-	docDM := doc.encryptedRoomWithBot(c.botID)
+	docDM := doc.EncryptedRoomWithBot(c.botID)
 	caseRoom, patientRoom = c.openCase(doc, docDM, "Home monitoring")
 	c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
-	joinInvited(t, pat, patientRoom)
+	pat.JoinInvited(patientRoom)
 	return doc, pat, caseRoom, patientRoom
 }
 
 // botNotice waits for a notice of the bot in a room whose body contains all of want.
 func botNotice(u *user, c *clinic, room id.RoomID, want ...string) string {
-	u.t.Helper()
-	evt := u.waitFor(30*time.Second, "a notice containing "+strings.Join(want, ", "), func(evt *event.Event) bool {
+	u.T.Helper()
+	evt := u.WaitFor(30*time.Second, "a notice containing "+strings.Join(want, ", "), func(evt *event.Event) bool {
 		if evt.RoomID != room || evt.Sender != c.botID || evt.Type != event.EventMessage {
 			return false
 		}
@@ -88,7 +88,7 @@ func TestCheckInFlow(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if body := pat.waitFor(30*time.Second, "the amendment confirmation", replyTo(c.botID, edit.EventID)).Content.AsMessage().Body; !strings.Contains(body, "version 2") || !strings.Contains(body, "BP 140/90 mmHg") {
+		if body := pat.WaitFor(30*time.Second, "the amendment confirmation", replyTo(c.botID, edit.EventID)).Content.AsMessage().Body; !strings.Contains(body, "version 2") || !strings.Contains(body, "BP 140/90 mmHg") {
 			t.Fatalf("amendment reply: %s", body)
 		}
 		if n := c.countRows("SELECT COUNT(*) FROM checkin_versions v JOIN checkins c ON c.id = v.checkin_id WHERE c.event_id = $1", first); n != 2 {
@@ -121,7 +121,7 @@ func TestCheckInFlow(t *testing.T) {
 
 		// History: amended shown, the deleted one not, newest first, with an HTML table.
 		histID, body := c.command(doc, caseRoom, "!checkins")
-		hist := doc.waitFor(time.Second, "the history", replyTo(c.botID, histID)).Content.AsMessage()
+		hist := doc.WaitFor(time.Second, "the history", replyTo(c.botID, histID)).Content.AsMessage()
 		if !strings.Contains(hist.FormattedBody, "<table>") || !strings.Contains(body, "(amended)") || strings.Contains(body, "HR 96/min") ||
 			!strings.Contains(body, "recorded by") || strings.Index(body, "128/82") > strings.Index(body, "140/90") {
 			t.Fatalf("history:\n%s\n%s", body, hist.FormattedBody)

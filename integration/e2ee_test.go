@@ -29,8 +29,8 @@ func TestE2EEPingCrossSigningAndRestart(t *testing.T) {
 	password := giveBotPassword(t, w, botMXID)
 	bot := startBot(t, map[string]any{"encryption": map[string]any{"bot_password": password}})
 	alice := newUser(t, w.hsA, "alice")
-	room := alice.encryptedRoomWithBot(botMXID)
-	greeting := alice.waitFor(20*time.Second, "the greeting", func(evt *event.Event) bool {
+	room := alice.EncryptedRoomWithBot(botMXID)
+	greeting := alice.WaitFor(20*time.Second, "the greeting", func(evt *event.Event) bool {
 		return evt.Sender == botMXID && evt.RoomID == room && evt.Type == event.EventMessage
 	})
 	alice.requireArrivedEncrypted(greeting)
@@ -94,8 +94,8 @@ func TestE2EEUndecryptableMessageGetsNotice(t *testing.T) {
 		botMXID := on.hs.UserID(on.target.reg.SenderLocalpart)
 		startBotOn(t, on.target, nil)
 		alice := newUser(t, on.hs, "alice")
-		room := alice.encryptedRoomWithBot(botMXID)
-		own := alice.helper.Machine().OwnIdentity()
+		room := alice.EncryptedRoomWithBot(botMXID)
+		own := alice.CryptoHelper.Machine().OwnIdentity()
 		resp, err := alice.SendMessageEvent(context.Background(), room, event.EventEncrypted, &event.EncryptedEventContent{
 			Algorithm:        id.AlgorithmMegolmV1,
 			SenderKey:        own.IdentityKey,
@@ -106,7 +106,7 @@ func TestE2EEUndecryptableMessageGetsNotice(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		notice := alice.waitFor(30*time.Second, "the undecryptable notice", func(evt *event.Event) bool {
+		notice := alice.WaitFor(30*time.Second, "the undecryptable notice", func(evt *event.Event) bool {
 			return evt.Sender == botMXID && evt.Type == event.EventMessage &&
 				evt.Content.AsMessage().RelatesTo.GetReplyTo() == resp.EventID
 		})
@@ -188,71 +188,48 @@ func botDeviceID(t *testing.T, bot *botProcess) id.DeviceID {
 
 // requireArrivedEncrypted checks that a decrypted event came as m.room.encrypted from the homeserver.
 func (u *user) requireArrivedEncrypted(decrypted *event.Event) {
-	u.t.Helper()
+	u.T.Helper()
 	if !decrypted.Mautrix.WasEncrypted {
-		u.t.Fatalf("event %s arrived in plaintext", decrypted.ID)
+		u.T.Fatalf("event %s arrived in plaintext", decrypted.ID)
 	}
-	u.waitFor(time.Second, "the encrypted form of "+decrypted.ID.String(), func(evt *event.Event) bool {
+	u.WaitFor(time.Second, "the encrypted form of "+decrypted.ID.String(), func(evt *event.Event) bool {
 		return evt.ID == decrypted.ID && evt.Type == event.EventEncrypted
 	})
 }
 
-// encryptedRoomWithBot creates an encrypted room, invites the bot and waits until it has joined.
-func (u *user) encryptedRoomWithBot(bot id.UserID) id.RoomID {
-	u.t.Helper()
-	ctx := context.Background()
-	stateKey := ""
-	resp, err := u.CreateRoom(ctx, &mautrix.ReqCreateRoom{
-		Preset: "private_chat",
-		Invite: []id.UserID{bot},
-		InitialState: []*event.Event{{
-			Type: event.StateEncryption, StateKey: &stateKey,
-			Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}},
-		}},
-	})
-	if err != nil {
-		u.t.Fatal(err)
-	}
-	u.waitFor(30*time.Second, "the bot join", botMembership(bot, resp.RoomID, event.MembershipJoin))
-	if encrypted, err := u.StateStore.IsEncrypted(ctx, resp.RoomID); err != nil || !encrypted {
-		u.t.Fatalf("the client does not know the room is encrypted: %v", err)
-	}
-	return resp.RoomID
-}
-
 // pingEncrypted sends an encrypted !ping and waits for the bot's encrypted pong.
 func (u *user) pingEncrypted(room id.RoomID, bot id.UserID) {
-	u.t.Helper()
+	u.T.Helper()
 	resp, err := u.SendMessageEvent(context.Background(), room, event.EventMessage,
 		&event.MessageEventContent{MsgType: event.MsgText, Body: "!ping"})
 	if err != nil {
-		u.t.Fatal(err)
+		u.T.Fatal(err)
 	}
-	u.waitFor(5*time.Second, "its own ping in encrypted form", func(evt *event.Event) bool {
+	u.WaitFor(5*time.Second, "its own ping in encrypted form", func(evt *event.Event) bool {
 		return evt.ID == resp.EventID && evt.Type == event.EventEncrypted
 	})
-	reply := u.waitFor(30*time.Second, "the encrypted pong", replyTo(bot, resp.EventID))
+	reply := u.WaitFor(30*time.Second, "the encrypted pong", replyTo(bot, resp.EventID))
 	u.requireArrivedEncrypted(reply)
 	if body := reply.Content.AsMessage().Body; !strings.Contains(body, "Pong") {
-		u.t.Fatalf("reply to the encrypted ping = %q, want a pong", body)
+		u.T.Fatalf("reply to the encrypted ping = %q, want a pong", body)
 	}
 }
 
 // trustOf is how much this user's crypto trusts a device of another user, from that user's cross-signing keys.
 func (u *user) trustOf(userID id.UserID, deviceID id.DeviceID) id.TrustState {
-	u.t.Helper()
+	u.T.Helper()
 	ctx := context.Background()
-	mach := u.helper.Machine()
+	mach := u.CryptoHelper.Machine()
 	if _, err := mach.FetchKeys(ctx, []id.UserID{userID}, true); err != nil {
-		u.t.Fatal(err)
+		u.T.Fatal(err)
 	}
 	device, err := mach.CryptoStore.GetDevice(ctx, userID, deviceID)
 	if err != nil || device == nil {
-		u.t.Fatalf("device %s of %s unknown: %v", deviceID, userID, err)
+		u.T.Fatalf("device %s of %s unknown: %v", deviceID, userID, err)
 	}
 	trust, err := mach.ResolveTrustContext(ctx, device)
 	if err != nil {
-		u.t.Fatal(err)
+		u.T.Fatal(err)
 	}
 	return trust
 }
@@ -264,10 +241,10 @@ type publicKeys struct {
 }
 
 func (u *user) botKeys(userID id.UserID) publicKeys {
-	u.t.Helper()
+	u.T.Helper()
 	resp, err := u.QueryKeys(context.Background(), &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{userID: {}}})
 	if err != nil {
-		u.t.Fatal(err)
+		u.T.Fatal(err)
 	}
 	master := resp.MasterKeys[userID]
 	keys := publicKeys{master: master.FirstKey(), devices: make(map[id.DeviceID]id.Ed25519)}
@@ -275,7 +252,7 @@ func (u *user) botKeys(userID id.UserID) publicKeys {
 		keys.devices[deviceID] = device.Keys.GetEd25519(deviceID)
 	}
 	if keys.master == "" {
-		u.t.Fatalf("%s has no master key", userID)
+		u.T.Fatalf("%s has no master key", userID)
 	}
 	return keys
 }

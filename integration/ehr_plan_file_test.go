@@ -151,10 +151,10 @@ func TestPlanAndFilingsReachTheChart(t *testing.T) {
 		}
 
 		// /file as a reply to the patient's message.
-		said := pat.send(patientRoom, "The dressing came off last night & it's bleeding a little")
-		saidEvt := doc.waitFor(30*time.Second, "the patient's message", func(evt *event.Event) bool { return evt.ID == said })
+		said := pat.Send(patientRoom, "The dressing came off last night & it's bleeding a little")
+		saidEvt := doc.WaitFor(30*time.Second, "the patient's message", func(evt *event.Event) bool { return evt.ID == said })
 		fileCmd := sendRelated(t, doc, patientRoom, "!file", replyRel(said))
-		reply := doc.waitFor(30*time.Second, "the reply to /file", replyTo(c.botID, fileCmd)).Content.AsMessage().Body
+		reply := doc.WaitFor(30*time.Second, "the reply to /file", replyTo(c.botID, fileCmd)).Content.AsMessage().Body
 		if !strings.Contains(reply, "Queued for the chart") || !strings.Contains(reply, pat.UserID.String()) {
 			t.Fatalf("/file reply: %s", reply)
 		}
@@ -178,10 +178,10 @@ func TestPlanAndFilingsReachTheChart(t *testing.T) {
 			t.Fatalf("replay: %d %s", status, resp)
 		}
 		again := sendRelated(t, doc, patientRoom, "!file", replyRel(said))
-		if body := doc.waitFor(30*time.Second, "the reply to the second /file", replyTo(c.botID, again)).Content.AsMessage().Body; !strings.Contains(body, "already filed") {
+		if body := doc.WaitFor(30*time.Second, "the reply to the second /file", replyTo(c.botID, again)).Content.AsMessage().Body; !strings.Contains(body, "already filed") {
 			t.Fatalf("second /file of the same message: %s", body)
 		}
-		if replies := doc.matching(replyTo(c.botID, fileCmd)); len(replies) != 1 {
+		if replies := doc.Matching(replyTo(c.botID, fileCmd)); len(replies) != 1 {
 			t.Fatalf("%d replies to the replayed /file, want 1", len(replies))
 		}
 		if n := c.countRows("SELECT COUNT(*) FROM ehr_outbox WHERE kind = 'communication'"); n != 1 {
@@ -194,11 +194,11 @@ func TestPlanAndFilingsReachTheChart(t *testing.T) {
 		}
 
 		// /file in a thread files the whole thread: its root and the messages in it, without the bot's and the command.
-		root := pat.send(patientRoom, "Can I shower with the new dressing?")
+		root := pat.Send(patientRoom, "Can I shower with the new dressing?")
 		answer := sendRelated(t, doc, patientRoom, "Yes, with a waterproof cover", threadRel(root, root))
 		thanks := sendRelated(t, pat, patientRoom, "Thank you!", threadRel(root, answer))
 		threadCmd := sendRelated(t, doc, patientRoom, "/file", threadRel(root, thanks))
-		reply = doc.waitFor(30*time.Second, "the reply to /file in the thread", replyTo(c.botID, threadCmd)).Content.AsMessage().Body
+		reply = doc.WaitFor(30*time.Second, "the reply to /file in the thread", replyTo(c.botID, threadCmd)).Content.AsMessage().Body
 		if !strings.Contains(reply, "Queued for the chart: the thread, 3 messages from") {
 			t.Fatalf("/file in a thread: %s", reply)
 		}
@@ -228,11 +228,11 @@ func TestGuidedCheckInQuestionnaireResponse(t *testing.T) {
 	start, _ := c.command(pat, patientRoom, "!checkin start")
 	// Typed answers, processed in order: a choice by its text, the pain score, a temperature, and the last
 	// (optional) question skipped.
-	pat.send(patientRoom, "Worse")
-	pat.send(patientRoom, "4")
-	pat.send(patientRoom, "38.4")
-	last := pat.send(patientRoom, "skip")
-	if done := pat.waitFor(30*time.Second, "the confirmation", replyTo(c.botID, last)).Content.AsMessage().Body; !strings.Contains(done, "Recorded your Daily check-in") {
+	pat.Send(patientRoom, "Worse")
+	pat.Send(patientRoom, "4")
+	pat.Send(patientRoom, "38.4")
+	last := pat.Send(patientRoom, "skip")
+	if done := pat.WaitFor(30*time.Second, "the confirmation", replyTo(c.botID, last)).Content.AsMessage().Body; !strings.Contains(done, "Recorded your Daily check-in") {
 		t.Fatalf("last answer: %s", done)
 	}
 	notice := botNotice(doc, c, caseRoom, "Guided check-in answers of "+pat.UserID.String(), "filed in the EHR as QuestionnaireResponse/")

@@ -101,7 +101,7 @@ func TestPatientSummaryAndMRNLookup(t *testing.T) {
 	w := c.bot.w
 	doc, pat := newUser(t, w.hsA, "doc"), newUser(t, w.hsA, "pat")
 	c.registerClinician(doc)
-	docDM := doc.encryptedRoomWithBot(c.botID)
+	docDM := doc.EncryptedRoomWithBot(c.botID)
 
 	// --mrn finds the Patient in the EHR and links the case to it.
 	caseRoom, patientRoom := c.openCase(doc, docDM, "Heart failure follow-up --mrn MRN-4711")
@@ -127,7 +127,7 @@ func TestPatientSummaryAndMRNLookup(t *testing.T) {
 			t.Errorf("summary shows %q:\n%s", unwanted, summary)
 		}
 	}
-	reply := doc.waitFor(5*time.Second, "the summary event", replyTo(c.botID, evtID))
+	reply := doc.WaitFor(5*time.Second, "the summary event", replyTo(c.botID, evtID))
 	if !reply.Mautrix.WasEncrypted {
 		t.Error("the summary was sent unencrypted")
 	}
@@ -137,7 +137,7 @@ func TestPatientSummaryAndMRNLookup(t *testing.T) {
 
 	// The patient cannot read it in the patient room.
 	c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
-	joinInvited(t, pat, patientRoom)
+	pat.JoinInvited(patientRoom)
 	if _, body := c.command(pat, patientRoom, "!patient"); !strings.Contains(body, "⛔") || strings.Contains(body, "Penicillin") {
 		t.Fatalf("patient ran /patient: %s", body)
 	}
@@ -193,10 +193,10 @@ func TestEHRResultPostedOnce(t *testing.T) {
 	w := c.bot.w
 	doc, pat := newUser(t, w.hsA, "doc"), newUser(t, w.hsA, "pat")
 	c.registerClinician(doc)
-	docDM := doc.encryptedRoomWithBot(c.botID)
+	docDM := doc.EncryptedRoomWithBot(c.botID)
 	caseRoom, patientRoom := c.openCase(doc, docDM, "Heart failure follow-up --patient "+patientRef)
 	c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
-	joinInvited(t, pat, patientRoom)
+	pat.JoinInvited(patientRoom)
 
 	isResult := func(ref string) func(*event.Event) bool {
 		return func(evt *event.Event) bool {
@@ -207,7 +207,7 @@ func TestEHRResultPostedOnce(t *testing.T) {
 	}
 
 	obs := seedResource(t, fhir, patientRef, vitalJSON("2708-6", "Oxygen saturation", "89", "%", time.Now().UTC().Format(time.RFC3339)))
-	notice := doc.waitFor(30*time.Second, "the new result", isResult(obs))
+	notice := doc.WaitFor(30*time.Second, "the new result", isResult(obs))
 	body := notice.Content.AsMessage().Body
 	if !strings.HasPrefix(body, "🧪 New result from the EHR: Oxygen saturation 89 %") || !strings.HasSuffix(body, "— "+obs) ||
 		!notice.Mautrix.WasEncrypted {
@@ -230,7 +230,7 @@ func TestEHRResultPostedOnce(t *testing.T) {
 		t.Fatalf("malformed subscription POST: %d, want 400", status)
 	}
 	time.Sleep(2500 * time.Millisecond)
-	if n := len(doc.matching(isResult(obs))); n != 1 {
+	if n := len(doc.Matching(isResult(obs))); n != 1 {
 		t.Fatalf("the case room got %d notices of %s, want 1", n, obs)
 	}
 
@@ -240,9 +240,9 @@ func TestEHRResultPostedOnce(t *testing.T) {
 	if status := postSubscription(t, c, testSubscriptionSecret, readFHIR(t, fhir, report)); status != http.StatusOK {
 		t.Fatalf("subscription POST: %d", status)
 	}
-	doc.waitFor(30*time.Second, "the pushed report", isResult(report))
+	doc.WaitFor(30*time.Second, "the pushed report", isResult(report))
 	time.Sleep(2500 * time.Millisecond)
-	if n := len(doc.matching(isResult(report))); n != 1 {
+	if n := len(doc.Matching(isResult(report))); n != 1 {
 		t.Fatalf("the case room got %d notices of %s, want 1", n, report)
 	}
 
@@ -250,10 +250,10 @@ func TestEHRResultPostedOnce(t *testing.T) {
 	c.command(pat, patientRoom, "!checkin hr=77")
 	botNotice(doc, c, caseRoom, "filed in the EHR")
 	time.Sleep(2500 * time.Millisecond)
-	if n := len(doc.matching(isResult(""))); n != 2 {
+	if n := len(doc.Matching(isResult(""))); n != 2 {
 		t.Fatalf("%d result notices in the case room, want 2 (the check-in filed by caseroom is not one)", n)
 	}
-	if n := len(pat.matching(func(evt *event.Event) bool {
+	if n := len(pat.Matching(func(evt *event.Event) bool {
 		return evt.Type == event.EventMessage && strings.Contains(evt.Content.AsMessage().Body, "New result from the EHR")
 	})); n != 0 {
 		t.Fatalf("the patient saw %d result notices", n)

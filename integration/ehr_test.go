@@ -69,10 +69,10 @@ func ehrCase(t *testing.T, srv *fhirtest.Server) (c *clinic, doc, pat *user, cas
 	c = newClinic(t, map[string]any{"ehr": map[string]any{"url": srv.URL, "timeout": "5s"}})
 	doc, pat = newUser(t, c.hs, "doc"), newUser(t, c.hs, "pat")
 	c.registerClinician(doc)
-	docDM := doc.encryptedRoomWithBot(c.botID)
+	docDM := doc.EncryptedRoomWithBot(c.botID)
 	caseRoom, patientRoom = c.openCase(doc, docDM, "Heart failure follow-up --patient "+patientRef)
 	c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
-	joinInvited(t, pat, patientRoom)
+	pat.JoinInvited(patientRoom)
 	return c, doc, pat, caseRoom, patientRoom, patientRef
 }
 
@@ -85,14 +85,14 @@ func TestCheckInFiledInEHR(t *testing.T) {
 
 		checkin, _ := c.command(pat, patientRoom, "!checkin bp=142/91 hr=88 temp=38.4 spo2=95 rr=18 weight=71.2kg glucose=110mg/dL pain=4 dizzy since this morning")
 		botNotice(doc, c, caseRoom, "filed in the EHR")
-		pat.waitFor(20*time.Second, "the filed reaction", func(evt *event.Event) bool {
+		pat.WaitFor(20*time.Second, "the filed reaction", func(evt *event.Event) bool {
 			return evt.Type == event.EventReaction && evt.Sender == c.botID && evt.Content.AsReaction().RelatesTo.EventID == checkin
 		})
 		obs := observations(t, fhir, patientRef)
 		if len(obs) != 8 {
 			t.Fatalf("%d Observations in the EHR, want 8", len(obs))
 		}
-		evt := pat.waitFor(time.Second, "its check-in", func(evt *event.Event) bool { return evt.ID == checkin && evt.Type == event.EventMessage })
+		evt := pat.WaitFor(time.Second, "its check-in", func(evt *event.Event) bool { return evt.ID == checkin && evt.Type == event.EventMessage })
 		wantTime := time.UnixMilli(evt.Timestamp).UTC().Format(time.RFC3339Nano)
 		wantTime = strings.TrimSuffix(wantTime, "Z")
 		checks := []struct {

@@ -166,7 +166,7 @@ func waitAnsweredOnce(t *testing.T, u *user, botID id.UserID, room id.RoomID, ms
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	marker := u.send(room, "!ping")
+	marker := u.Send(room, "!ping")
 	for len(filterEvents(events(), replyTo(botID, marker))) == 0 {
 		if time.Now().After(deadline.Add(30 * time.Second)) {
 			t.Fatal("no reply to the marker")
@@ -184,7 +184,7 @@ func waitAnsweredOnce(t *testing.T, u *user, botID id.UserID, room id.RoomID, ms
 
 // synced lists the events the user's sync delivered.
 func synced(u *user) func() []*event.Event {
-	return func() []*event.Event { return u.matching(func(*event.Event) bool { return true }) }
+	return func() []*event.Event { return u.Matching(func(*event.Event) bool { return true }) }
 }
 
 // history reads a room's whole timeline with /messages. Unlike the sync, which skips to the latest events when it
@@ -427,14 +427,14 @@ func requireFiledOnce(t *testing.T, srv *fhirtest.Server, pat *user, c *clinic, 
 	// The 📋 reaction is queued with the delivery's record: once per check-in, even when a delivery was repeated.
 	deadline := time.Now().Add(30 * time.Second)
 	for _, m := range msgs {
-		for len(pat.matching(filedReaction(c.botID, m.id))) == 0 && time.Now().Before(deadline) {
+		for len(pat.Matching(filedReaction(c.botID, m.id))) == 0 && time.Now().Before(deadline) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	marker := pat.send(patientRoom, "!ping")
-	pat.waitFor(30*time.Second, "the marker reply", replyTo(c.botID, marker))
+	marker := pat.Send(patientRoom, "!ping")
+	pat.WaitFor(30*time.Second, "the marker reply", replyTo(c.botID, marker))
 	for _, m := range msgs {
-		if seen := pat.matching(filedReaction(c.botID, m.id)); len(seen) != 1 {
+		if seen := pat.Matching(filedReaction(c.botID, m.id)); len(seen) != 1 {
 			t.Errorf("check-in %d (%s) has %d 📋 reactions, want exactly 1: %s%s", m.index, m.id, len(seen), eventIDs(seen),
 				killed.diagnose(m.id, seen))
 		}
@@ -624,8 +624,8 @@ func TestFaultSQLiteContention(t *testing.T) {
 	alice := newUser(t, w.hsA, "alice")
 	botID := id.NewUserID(w.reg.SenderLocalpart, w.hsA.ServerName)
 	room := roomWithBot(t, alice, botID)
-	warm := alice.send(room, "!ping")
-	alice.waitFor(20*time.Second, "the first reply", replyTo(botID, warm))
+	warm := alice.Send(room, "!ping")
+	alice.WaitFor(20*time.Second, "the first reply", replyTo(botID, warm))
 
 	release := lockDatabase(t, bot)
 	locked := time.Now()
@@ -634,7 +634,7 @@ func TestFaultSQLiteContention(t *testing.T) {
 	time.Sleep(time.Until(locked.Add(hold)))
 	var early int
 	for _, m := range sent {
-		early += len(alice.matching(replyTo(botID, m.id)))
+		early += len(alice.Matching(replyTo(botID, m.id)))
 	}
 	release()
 	released := time.Now()

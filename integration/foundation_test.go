@@ -26,25 +26,25 @@ func TestInviteJoinAndPing(t *testing.T) {
 		room := roomWithBot(t, alice, botMXID)
 
 		for _, cmd := range []string{"/ping", "!ping"} {
-			evtID := alice.send(room, cmd)
-			reply := alice.waitFor(20*time.Second, "a reply to "+cmd, replyTo(botMXID, evtID))
+			evtID := alice.Send(room, cmd)
+			reply := alice.WaitFor(20*time.Second, "a reply to "+cmd, replyTo(botMXID, evtID))
 			if body := reply.Content.AsMessage().Body; !strings.Contains(body, "Pong") {
 				t.Errorf("reply to %s = %q, want a pong", cmd, body)
 			}
 		}
 		// Help lists the commands; an unknown command gets a suggestion; plain chat gets nothing.
-		helpID := alice.send(room, "!help")
-		help := alice.waitFor(20*time.Second, "help", replyTo(botMXID, helpID)).Content.AsMessage()
+		helpID := alice.Send(room, "!help")
+		help := alice.WaitFor(20*time.Second, "help", replyTo(botMXID, helpID)).Content.AsMessage()
 		if !strings.Contains(help.Body, "/ping") || !strings.Contains(help.Body, "/help [<command>]") || strings.Contains(help.Body, "/admin") {
 			t.Errorf("help = %q / %q", help.Body, help.FormattedBody)
 		}
-		chatID := alice.send(room, "just chatting, no command")
-		typoID := alice.send(room, "!pnig")
-		typo := alice.waitFor(20*time.Second, "typo answer", replyTo(botMXID, typoID)).Content.AsMessage()
+		chatID := alice.Send(room, "just chatting, no command")
+		typoID := alice.Send(room, "!pnig")
+		typo := alice.WaitFor(20*time.Second, "typo answer", replyTo(botMXID, typoID)).Content.AsMessage()
 		if !strings.Contains(typo.Body, "Did you mean") || !strings.Contains(typo.Body, "/ping") {
 			t.Errorf("typo answer = %q", typo.Body)
 		}
-		if got := alice.matching(replyTo(botMXID, chatID)); len(got) != 0 {
+		if got := alice.Matching(replyTo(botMXID, chatID)); len(got) != 0 {
 			t.Errorf("bot answered plain chat: %v", got)
 		}
 	})
@@ -62,7 +62,7 @@ func deliverRemoteInvite(t *testing.T, bot *botProcess, inviter *user, botMXID i
 	if err != nil {
 		t.Fatal(err)
 	}
-	invite := inviter.waitFor(20*time.Second, "the invite", botMembership(botMXID, resp.RoomID, event.MembershipInvite))
+	invite := inviter.WaitFor(20*time.Second, "the invite", botMembership(botMXID, resp.RoomID, event.MembershipInvite))
 	raw := rawEvent(t, inviter, resp.RoomID, invite.ID)
 	body, _ := json.Marshal(map[string]any{"events": []json.RawMessage{raw}})
 	if status, out := putTransaction(t, bot, "remote-invite-"+string(invite.ID), bot.w.reg.ServerToken, body); status != 200 {
@@ -77,8 +77,8 @@ func TestInviteFromServerNotAllowedIsDeclined(t *testing.T) {
 	outsider := newUser(t, bot.w.hsB, "outsider")
 	room := deliverRemoteInvite(t, bot, outsider, botMXID)
 	// The rejection carries a reason, but Dendrite's federated rejection does not pass it on to the inviting server.
-	outsider.waitFor(30*time.Second, "the bot declining", botMembership(botMXID, room, event.MembershipLeave))
-	if joined := outsider.matching(botMembership(botMXID, room, event.MembershipJoin)); len(joined) != 0 {
+	outsider.WaitFor(30*time.Second, "the bot declining", botMembership(botMXID, room, event.MembershipLeave))
+	if joined := outsider.Matching(botMembership(botMXID, room, event.MembershipJoin)); len(joined) != 0 {
 		t.Fatalf("bot joined a room of a server that is not allowed")
 	}
 }
@@ -89,9 +89,9 @@ func TestInviteFromAllowedSecondServerIsAccepted(t *testing.T) {
 	botMXID := id.NewUserID(bot.w.reg.SenderLocalpart, bot.w.hsA.ServerName)
 	remote := newUser(t, bot.w.hsB, "remote")
 	room := deliverRemoteInvite(t, bot, remote, botMXID)
-	remote.waitFor(30*time.Second, "the bot joining over federation", botMembership(botMXID, room, event.MembershipJoin))
-	evtID := remote.send(room, "!ping")
-	remote.waitFor(30*time.Second, "a reply over federation", replyTo(botMXID, evtID))
+	remote.WaitFor(30*time.Second, "the bot joining over federation", botMembership(botMXID, room, event.MembershipJoin))
+	evtID := remote.Send(room, "!ping")
+	remote.WaitFor(30*time.Second, "a reply over federation", replyTo(botMXID, evtID))
 }
 
 // putTransaction sends a transaction to the bot as the homeserver would.
@@ -154,8 +154,8 @@ func TestTransactionEndpointRejectsBadRequests(t *testing.T) {
 	alice := newUser(t, bot.w.hsA, "alice")
 	botMXID := id.NewUserID(bot.w.reg.SenderLocalpart, bot.w.hsA.ServerName)
 	room := roomWithBot(t, alice, botMXID)
-	evtID := alice.send(room, "!ping")
-	alice.waitFor(20*time.Second, "a reply after bad requests", replyTo(botMXID, evtID))
+	evtID := alice.Send(room, "!ping")
+	alice.WaitFor(20*time.Second, "a reply after bad requests", replyTo(botMXID, evtID))
 }
 
 func TestReplayedAndReformedTransactionsReplyOnce(t *testing.T) {
@@ -163,11 +163,11 @@ func TestReplayedAndReformedTransactionsReplyOnce(t *testing.T) {
 	alice := newUser(t, bot.w.hsA, "alice")
 	botMXID := id.NewUserID(bot.w.reg.SenderLocalpart, bot.w.hsA.ServerName)
 	room := roomWithBot(t, alice, botMXID)
-	pingID := alice.send(room, "!ping")
-	alice.waitFor(20*time.Second, "the first reply", replyTo(botMXID, pingID))
+	pingID := alice.Send(room, "!ping")
+	alice.WaitFor(20*time.Second, "the first reply", replyTo(botMXID, pingID))
 
 	raw := rawEvent(t, alice, room, pingID)
-	other := alice.send(room, "just chat")
+	other := alice.Send(room, "just chat")
 	rawOther := rawEvent(t, alice, room, other)
 	txn := func(events ...json.RawMessage) []byte {
 		data, _ := json.Marshal(map[string]any{"events": events})
@@ -188,9 +188,9 @@ func TestReplayedAndReformedTransactionsReplyOnce(t *testing.T) {
 	}
 	// Events of a room are processed in order: once a later command is answered, any duplicate answer to the
 	// replayed ping would have been sent already.
-	marker := alice.send(room, "!ping")
-	alice.waitFor(20*time.Second, "the marker reply", replyTo(botMXID, marker))
-	if replies := alice.matching(replyTo(botMXID, pingID)); len(replies) != 1 {
+	marker := alice.Send(room, "!ping")
+	alice.WaitFor(20*time.Second, "the marker reply", replyTo(botMXID, marker))
+	if replies := alice.Matching(replyTo(botMXID, pingID)); len(replies) != 1 {
 		t.Fatalf("%d replies to the replayed ping, want exactly 1", len(replies))
 	}
 }
@@ -209,7 +209,7 @@ func TestKilledAfterAcknowledgingRepliesOnceAfterRestart(t *testing.T) {
 				bot.stop()
 				bot.start(fault)
 
-				pingID := alice.send(room, "!ping")
+				pingID := alice.Send(room, "!ping")
 				db := bot.db()
 				query := "SELECT COUNT(*) FROM inbox WHERE event_id = $1"
 				if strings.Contains(fault, "SENDING") {
@@ -227,14 +227,14 @@ func TestKilledAfterAcknowledgingRepliesOnceAfterRestart(t *testing.T) {
 					time.Sleep(20 * time.Millisecond)
 				}
 				bot.kill()
-				if replies := alice.matching(replyTo(botMXID, pingID)); len(replies) != 0 {
+				if replies := alice.Matching(replyTo(botMXID, pingID)); len(replies) != 0 {
 					t.Fatalf("reply sent before the crash point")
 				}
 				bot.start()
-				alice.waitFor(20*time.Second, "the reply after restart", replyTo(botMXID, pingID))
-				marker := alice.send(room, "!ping")
-				alice.waitFor(20*time.Second, "the marker reply", replyTo(botMXID, marker))
-				if replies := alice.matching(replyTo(botMXID, pingID)); len(replies) != 1 {
+				alice.WaitFor(20*time.Second, "the reply after restart", replyTo(botMXID, pingID))
+				marker := alice.Send(room, "!ping")
+				alice.WaitFor(20*time.Second, "the marker reply", replyTo(botMXID, marker))
+				if replies := alice.Matching(replyTo(botMXID, pingID)); len(replies) != 1 {
 					t.Fatalf("%d replies to the ping across the crash, want exactly 1", len(replies))
 				}
 			})
@@ -273,7 +273,7 @@ func TestBotLeavesCleanlyWhenKicked(t *testing.T) {
 		t.Fatal(err)
 	}
 	evtID := waitForRejoinAndPing(t, alice, room, botMXID)
-	if replies := alice.matching(replyTo(botMXID, kick.EventID)); len(replies) != 0 {
+	if replies := alice.Matching(replyTo(botMXID, kick.EventID)); len(replies) != 0 {
 		t.Errorf("bot answered a command sent while it was not in the room")
 	}
 	_ = evtID
@@ -283,7 +283,7 @@ func waitForRejoinAndPing(t *testing.T, u *user, room id.RoomID, botMXID id.User
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		joins := u.matching(botMembership(botMXID, room, event.MembershipJoin))
+		joins := u.Matching(botMembership(botMXID, room, event.MembershipJoin))
 		if len(joins) >= 2 {
 			break
 		}
@@ -292,7 +292,7 @@ func waitForRejoinAndPing(t *testing.T, u *user, room id.RoomID, botMXID id.User
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	evtID := u.send(room, "!ping")
-	u.waitFor(20*time.Second, fmt.Sprintf("reply to %s after rejoin", evtID), replyTo(botMXID, evtID))
+	evtID := u.Send(room, "!ping")
+	u.WaitFor(20*time.Second, fmt.Sprintf("reply to %s after rejoin", evtID), replyTo(botMXID, evtID))
 	return evtID
 }

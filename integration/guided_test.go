@@ -48,7 +48,7 @@ func vote(t *testing.T, u *user, room id.RoomID, poll id.EventID, answer string)
 	if err != nil {
 		t.Fatalf("failed to vote: %v", err)
 	}
-	u.waitFor(10*time.Second, "its vote in encrypted form", func(evt *event.Event) bool {
+	u.WaitFor(10*time.Second, "its vote in encrypted form", func(evt *event.Event) bool {
 		return evt.ID == resp.EventID && evt.Type == event.EventEncrypted
 	})
 	return resp.EventID
@@ -65,7 +65,7 @@ func TestGuidedCheckIn(t *testing.T) {
 	if !strings.Contains(intro, "Daily check-in") || !strings.Contains(intro, "4 questions") {
 		t.Fatalf("start reply: %s", intro)
 	}
-	poll1 := pat.waitFor(30*time.Second, "the first question as a poll", botPoll(c.botID, patientRoom, "Question 1 of 4"))
+	poll1 := pat.WaitFor(30*time.Second, "the first question as a poll", botPoll(c.botID, patientRoom, "Question 1 of 4"))
 	pat.requireArrivedEncrypted(poll1)
 	start := poll1.Content.Parsed.(*event.PollStartEventContent).PollStart
 	if start.Kind != "org.matrix.msc3381.poll.disclosed" || start.MaxSelections != 1 || len(start.Answers) != 3 ||
@@ -86,8 +86,8 @@ func TestGuidedCheckIn(t *testing.T) {
 
 	// The patient taps "Worse": the poll ends and question 2 (a 0-10 pain score) follows as a poll.
 	vote(t, pat, patientRoom, poll1.ID, "3")
-	pat.waitFor(30*time.Second, "the end of the first poll", pollEnded(c.botID, poll1.ID))
-	poll2 := pat.waitFor(30*time.Second, "the pain score poll", botPoll(c.botID, patientRoom, "Question 2 of 4"))
+	pat.WaitFor(30*time.Second, "the end of the first poll", pollEnded(c.botID, poll1.ID))
+	poll2 := pat.WaitFor(30*time.Second, "the pain score poll", botPoll(c.botID, patientRoom, "Question 2 of 4"))
 	if answers := poll2.Content.Parsed.(*event.PollStartEventContent).PollStart.Answers; len(answers) != 11 || answers[0].ID != "0" || answers[10].ID != "10" {
 		t.Fatalf("pain poll answers = %+v", answers)
 	}
@@ -109,18 +109,18 @@ func TestGuidedCheckIn(t *testing.T) {
 	if n := c.countRows("SELECT COUNT(*) FROM guided_answers"); n != 1 {
 		t.Fatalf("%d answers stored after an invalid one, want 1", n)
 	}
-	pat.send(patientRoom, "4")
-	pat.waitFor(30*time.Second, "the end of the pain poll", pollEnded(c.botID, poll2.ID))
+	pat.Send(patientRoom, "4")
+	pat.WaitFor(30*time.Second, "the end of the pain poll", pollEnded(c.botID, poll2.ID))
 	botNotice(pat, c, patientRoom, "Question 3 of 4", "temperature")
 
 	_, refusal = c.command(pat, patientRoom, "52")
 	if !strings.Contains(refusal, "outside the plausible range") || !strings.Contains(refusal, "Question 3 of 4") {
 		t.Fatalf("temperature refusal: %s", refusal)
 	}
-	pat.send(patientRoom, "38.4")
+	pat.Send(patientRoom, "38.4")
 	botNotice(pat, c, patientRoom, "Question 4 of 4", "skip")
-	last := pat.send(patientRoom, "Coughing at night")
-	done := pat.waitFor(30*time.Second, "the confirmation", replyTo(c.botID, last)).Content.AsMessage().Body
+	last := pat.Send(patientRoom, "Coughing at night")
+	done := pat.WaitFor(30*time.Second, "the confirmation", replyTo(c.botID, last)).Content.AsMessage().Body
 	for _, want := range []string{"Recorded your Daily check-in", "Feeling: Worse", "Pain: 4/10", "Temperature: 38.4 °C", "Anything else: Coughing at night"} {
 		if !strings.Contains(done, want) {
 			t.Errorf("confirmation lacks %q: %s", want, done)
@@ -140,13 +140,13 @@ func TestGuidedCheckIn(t *testing.T) {
 
 	// After the last question, plain messages are chat again; a new guided check-in can be stopped.
 	c.command(pat, patientRoom, "!checkin start")
-	poll3 := pat.waitFor(30*time.Second, "the first question again", func(evt *event.Event) bool {
+	poll3 := pat.WaitFor(30*time.Second, "the first question again", func(evt *event.Event) bool {
 		return botPoll(c.botID, patientRoom, "Question 1 of 4")(evt) && evt.ID != poll1.ID
 	})
 	if body := c.mustSucceed(pat, patientRoom, "!checkin cancel"); !strings.Contains(body, "Stopped the guided check-in after 0 of 4") {
 		t.Fatalf("cancel: %s", body)
 	}
-	pat.waitFor(30*time.Second, "the end of the stopped check-in's poll", pollEnded(c.botID, poll3.ID))
+	pat.WaitFor(30*time.Second, "the end of the stopped check-in's poll", pollEnded(c.botID, poll3.ID))
 	if body := c.mustSucceed(pat, patientRoom, "!checkin stop"); !strings.Contains(body, "No guided check-in is open") {
 		t.Fatalf("second cancel: %s", body)
 	}

@@ -11,22 +11,20 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"go.mau.fi/util/random"
 	"gopkg.in/yaml.v3"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/appservice"
-	"maunium.net/go/mautrix/crypto/cryptohelper"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/caseroom/caseroom/internal/dendrite"
 	"github.com/caseroom/caseroom/internal/homeserver"
+	"github.com/caseroom/caseroom/internal/testclient"
 	"github.com/caseroom/caseroom/internal/testdb"
 
 	_ "github.com/mattn/go-sqlite3" // inspect the bot database
@@ -396,17 +394,11 @@ func (b *botProcess) db() *sql.DB {
 // user is a real Matrix client with its own end-to-end encryption (a fresh device, crypto state in a temporary
 // SQLite file), syncing in the background and recording every room event it sees, decrypted ones included.
 type user struct {
-	*mautrix.Client
-	t        *testing.T
-	helper   *cryptohelper.CryptoHelper
-	password string
-	mu       sync.Mutex
-	events   []*event.Event
+	*testclient.User
 }
 
-// newUser registers a fresh account on hs, logs in a new device with encryption, cross-signs the device with the
-// user's own new cross-signing keys (as Element does when a user sets up their first session; the bot's default
-// encryption.min_trust asks for it) and starts syncing.
+// newUser registers a fresh account on hs with a cross-signed device (the bot's default encryption.min_trust asks
+// for it) and starts syncing.
 func newUser(t *testing.T, hs homeserver.Server, name string) *user {
 	t.Helper()
 	return newUserDevice(t, hs, name, true)
@@ -415,116 +407,14 @@ func newUser(t *testing.T, hs homeserver.Server, name string) *user {
 // newUserDevice is newUser; crossSign false leaves the device without cross-signing (an unverified session).
 func newUserDevice(t *testing.T, hs homeserver.Server, name string, crossSign bool) *user {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	localpart := strings.ToLower(name + "_" + random.String(6))
-	password := random.String(16)
-	if _, err := hs.RegisterUser(ctx, localpart, password, false); err != nil {
-		t.Fatal(err)
-	}
-	cli, err := hs.Login(ctx, localpart, password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	helper, err := cryptohelper.NewCryptoHelper(cli, []byte("test pickle key"), filepath.Join(t.TempDir(), "crypto.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err = helper.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cli.Crypto = helper
-	if crossSign {
-		mach := helper.Machine()
-		if _, _, err = mach.GenerateAndUploadCrossSigningKeysWithPassword(ctx, password, ""); err != nil {
-			t.Fatalf("failed to set up cross-signing of %s: %v", cli.UserID, err)
-		}
-		if err = mach.SignOwnDevice(ctx, mach.OwnIdentity()); err != nil {
-			t.Fatalf("failed to cross-sign the device of %s: %v", cli.UserID, err)
-		}
-		if err = mach.SignOwnMasterKey(ctx); err != nil {
-			t.Fatalf("failed to sign the master key of %s: %v", cli.UserID, err)
-		}
-	}
-	u := &user{Client: cli, t: t, helper: helper, password: password}
-	// Registered after the crypto helper's handlers: the state store is up to date when an event is recorded.
-	cli.Syncer.(mautrix.ExtensibleSyncer).OnEvent(func(ctx context.Context, evt *event.Event) {
-		u.mu.Lock()
-		u.events = append(u.events, evt)
-		u.mu.Unlock()
-	})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ctx.Err() == nil {
-			if err := cli.SyncWithContext(ctx); err != nil && ctx.Err() == nil {
-				time.Sleep(100 * time.Millisecond)
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		_ = helper.Close()
-	})
-	return u
+	return &user{testclient.New(t, hs, name, crossSign)}
 }
 
-// waitFor returns the first event seen (since the user was made) that matches, failing the test after timeout.
-func (u *user) waitFor(timeout time.Duration, what string, match func(*event.Event) bool) *event.Event {
-	u.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		if evts := u.matching(match); len(evts) > 0 {
-			return evts[0]
-		}
-		if time.Now().After(deadline) {
-			u.t.Fatalf("%s did not see %s within %s", u.UserID, what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// matching lists the events seen so far that match.
-func (u *user) matching(match func(*event.Event) bool) []*event.Event {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	var out []*event.Event
-	for _, evt := range u.events {
-		if match(evt) {
-			out = append(out, evt)
-		}
-	}
-	return out
-}
-
-// send sends a text message and returns its event ID.
-func (u *user) send(roomID id.RoomID, text string) id.EventID {
-	u.t.Helper()
-	resp, err := u.SendText(context.Background(), roomID, text)
-	if err != nil {
-		u.t.Fatalf("failed to send message: %v", err)
-	}
-	return resp.EventID
-}
-
-// replyTo matches the bot's notices that reply to eventID.
-func replyTo(bot id.UserID, eventID id.EventID) func(*event.Event) bool {
-	return func(evt *event.Event) bool {
-		if evt.Sender != bot || evt.Type != event.EventMessage {
-			return false
-		}
-		content := evt.Content.AsMessage()
-		return content.MsgType == event.MsgNotice && content.RelatesTo.GetReplyTo() == eventID
-	}
-}
-
-// botMembership matches the bot's own membership event in a room.
-func botMembership(bot id.UserID, roomID id.RoomID, membership event.Membership) func(*event.Event) bool {
-	return func(evt *event.Event) bool {
-		return evt.RoomID == roomID && evt.Type == event.StateMember && evt.GetStateKey() == bot.String() &&
-			evt.Content.AsMember().Membership == membership
-	}
-}
+// replyTo matches the bot's notices that reply to eventID; botMembership the bot's own membership in a room.
+var (
+	replyTo       = testclient.ReplyTo
+	botMembership = testclient.BotMembership
+)
 
 // roomWithBot creates a room, invites the bot and waits until it has joined.
 func roomWithBot(t *testing.T, u *user, bot id.UserID) id.RoomID {
@@ -533,6 +423,6 @@ func roomWithBot(t *testing.T, u *user, bot id.UserID) id.RoomID {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.waitFor(30*time.Second, "the bot join", botMembership(bot, resp.RoomID, event.MembershipJoin))
+	u.WaitFor(30*time.Second, "the bot join", botMembership(bot, resp.RoomID, event.MembershipJoin))
 	return resp.RoomID
 }

@@ -41,10 +41,10 @@ func scanScenarioLog(t *testing.T, level string) {
 		t.Fatal(err)
 	}
 	c.registerClinician(doc)
-	docDM := doc.encryptedRoomWithBot(c.botID)
+	docDM := doc.EncryptedRoomWithBot(c.botID)
 	caseRoom, patientRoom := c.openCase(doc, docDM, `"Zanzibar Xylophone wound" --mrn MRN8675309Q`)
 	c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
-	joinInvited(t, pat, patientRoom)
+	pat.JoinInvited(patientRoom)
 
 	first, reply := c.command(pat, patientRoom, "!checkin bp=173/104 hr=131 glucose=12.9mmol/L pain=7 Quetzalcoatl rash spreading")
 	if !strings.Contains(reply, "Quetzalcoatl") {
@@ -61,7 +61,7 @@ func scanScenarioLog(t *testing.T, level string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pat.waitFor(30*time.Second, "the amendment confirmation", replyTo(c.botID, edit.EventID))
+	pat.WaitFor(30*time.Second, "the amendment confirmation", replyTo(c.botID, edit.EventID))
 	c.mustSucceed(doc, caseRoom, "!checkin for "+pat.UserID.String()+" glucose=14.3mmol/L Marzipan tremor by phone")
 	c.mustSucceed(doc, caseRoom, "!plan goal Tangerine Walrus stroll daily")
 	c.mustSucceed(doc, caseRoom, "!plan note Vermilion Hedgehog protocol discussed")
@@ -71,7 +71,7 @@ func scanScenarioLog(t *testing.T, level string) {
 	if list := c.mustSucceed(doc, roomWithBot(t, doc, c.botID), "!case list"); !strings.Contains(list, "Zanzibar") {
 		t.Fatalf("case list in the unencrypted chat: %s", list)
 	}
-	pat.send(patientRoom, "Lavender Mongoose question about my tablets") // chat: no reply, but processed in order
+	pat.Send(patientRoom, "Lavender Mongoose question about my tablets") // chat: no reply, but processed in order
 	c.mustSucceed(pat, patientRoom, "!plan")
 	c.mustSucceed(pat, patientRoom, "!checkins")
 	c.mustSucceed(c.admin, c.adminDM, "!admin audit")

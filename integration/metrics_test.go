@@ -42,8 +42,8 @@ func TestMetricsAndHealth(t *testing.T) {
 	botMXID := id.NewUserID(bot.w.reg.SenderLocalpart, bot.w.hsA.ServerName)
 	room := roomWithBot(t, alice, botMXID)
 	for range 3 {
-		evtID := alice.send(room, "!ping")
-		alice.waitFor(20*time.Second, "the pong", replyTo(botMXID, evtID))
+		evtID := alice.Send(room, "!ping")
+		alice.WaitFor(20*time.Second, "the pong", replyTo(botMXID, evtID))
 	}
 	if n := scrape(t, bot, `caseroom_commands_total{command="ping",outcome="ok"}`); n != 3 {
 		t.Errorf("ping commands counted %v, want 3", n)

@@ -25,19 +25,19 @@ func TestPermissionMatrix(t *testing.T) {
 	for _, u := range []*user{docOn, docOff, spare} {
 		c.registerClinician(u)
 	}
-	docOnDM := docOn.encryptedRoomWithBot(c.botID)
+	docOnDM := docOn.EncryptedRoomWithBot(c.botID)
 	caseRoom, patientRoom := c.openCase(docOn, docOnDM, "Matrix case")
 	c.mustSucceed(docOn, caseRoom, "!patient invite "+pat.UserID.String())
-	joinInvited(t, pat, patientRoom)
-	docOffDM := docOff.encryptedRoomWithBot(c.botID)
-	outsiderDM := outsider.encryptedRoomWithBot(c.botID)
+	pat.JoinInvited(patientRoom)
+	docOffDM := docOff.EncryptedRoomWithBot(c.botID)
+	outsiderDM := outsider.EncryptedRoomWithBot(c.botID)
 
 	// A room on the bot's server that a user of a server that is not allowed has joined over federation.
-	mixed := docOn.encryptedRoomWithBot(c.botID)
+	mixed := docOn.EncryptedRoomWithBot(c.botID)
 	if _, err := docOn.InviteUser(context.Background(), mixed, &mautrix.ReqInviteUser{UserID: remote.UserID}); err != nil {
 		t.Fatal(err)
 	}
-	joinInvited(t, remote, mixed)
+	remote.JoinInvited(mixed)
 
 	type actor struct {
 		name string
@@ -87,16 +87,16 @@ func TestPermissionMatrix(t *testing.T) {
 					if outcome != want {
 						t.Fatalf("outcome %q, want %q", outcome, want)
 					}
-					replies := a.u.matching(replyTo(c.botID, resp.EventID))
+					replies := a.u.Matching(replyTo(c.botID, resp.EventID))
 					if !remoteToldOnce {
-						a.u.waitFor(20*time.Second, "the explanation", replyTo(c.botID, resp.EventID))
+						a.u.WaitFor(20*time.Second, "the explanation", replyTo(c.botID, resp.EventID))
 						remoteToldOnce = true
 					} else if len(replies) != 0 {
 						t.Fatalf("told again: %v", replies[0].Content.AsMessage().Body)
 					}
 					return
 				}
-				reply := a.u.waitFor(30*time.Second, "the reply", replyTo(c.botID, resp.EventID)).Content.AsMessage().Body
+				reply := a.u.WaitFor(30*time.Second, "the reply", replyTo(c.botID, resp.EventID)).Content.AsMessage().Body
 				refused := strings.Contains(reply, "⛔")
 				if (want == ok) == refused {
 					t.Fatalf("reply %q, want outcome %s", reply, want)
@@ -151,7 +151,7 @@ func TestFederatedCareTeam(t *testing.T) {
 	w := c.bot.w
 	doc, remoteDoc := newUser(t, w.hsA, "doc"), newUser(t, w.hsB, "remotedoc")
 	c.registerClinician(doc)
-	docDM := doc.encryptedRoomWithBot(c.botID)
+	docDM := doc.EncryptedRoomWithBot(c.botID)
 	caseRoom, patientRoom := c.openCase(doc, docDM, "Shared care")
 
 	if _, body := c.command(c.admin, c.adminDM, "!admin clinician add "+remoteDoc.UserID.String()); !strings.Contains(body, "not an allowed homeserver") {
@@ -160,8 +160,8 @@ func TestFederatedCareTeam(t *testing.T) {
 	c.mustSucceed(c.admin, c.adminDM, "!admin servers allow "+w.hsB.ServerName)
 	c.registerClinician(remoteDoc)
 	c.mustSucceed(doc, caseRoom, "!team add "+remoteDoc.UserID.String()+" cardiologist")
-	joinInvited(t, remoteDoc, caseRoom)
-	joinInvited(t, remoteDoc, patientRoom)
+	remoteDoc.JoinInvited(caseRoom)
+	remoteDoc.JoinInvited(patientRoom)
 	if body := c.mustSucceed(remoteDoc, caseRoom, "!team"); !strings.Contains(body, "cardiologist") {
 		t.Fatalf("team as seen by the remote clinician: %s", body)
 	}

@@ -35,7 +35,7 @@ func pinnedEvents(t *testing.T, u *user, room id.RoomID) []id.EventID {
 // summaryEdits lists the bot's edits of the summary message that u has seen, in order.
 func summaryEdits(u *user, bot id.UserID, summary id.EventID) []*event.MessageEventContent {
 	var out []*event.MessageEventContent
-	for _, evt := range u.matching(func(evt *event.Event) bool {
+	for _, evt := range u.Matching(func(evt *event.Event) bool {
 		return evt.Sender == bot && evt.Type == event.EventMessage && evt.Content.AsMessage().RelatesTo.GetReplaceID() == summary
 	}) {
 		out = append(out, evt.Content.AsMessage().NewContent)
@@ -50,10 +50,10 @@ func TestPlanVersionsAndPinnedSummary(t *testing.T) {
 		c := newClinicOn(t, on, nil)
 		doc, pat := newUser(t, c.hs, "doc"), newUser(t, c.hs, "pat")
 		c.registerClinician(doc)
-		docDM := doc.encryptedRoomWithBot(c.botID)
+		docDM := doc.EncryptedRoomWithBot(c.botID)
 		caseRoom, patientRoom := c.openCase(doc, docDM, "Wound care")
 		c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
-		joinInvited(t, pat, patientRoom)
+		pat.JoinInvited(patientRoom)
 
 		if body := c.mustSucceed(doc, caseRoom, "!plan"); !strings.Contains(body, "is empty") {
 			t.Fatalf("empty plan: %s", body)
@@ -68,7 +68,7 @@ func TestPlanVersionsAndPinnedSummary(t *testing.T) {
 			t.Fatalf("pinned events after the first goal = %v, want exactly the summary", pinned)
 		}
 		summaryID := pinned[0]
-		summary := pat.waitFor(30*time.Second, "the plan summary", func(evt *event.Event) bool {
+		summary := pat.WaitFor(30*time.Second, "the plan summary", func(evt *event.Event) bool {
 			return evt.ID == summaryID && evt.Type == event.EventMessage
 		})
 		if summary.Sender != c.botID || !summary.Mautrix.WasEncrypted || !strings.Contains(summary.Content.AsMessage().Body, "Walk 500 m <b>without</b> pain") ||
@@ -155,7 +155,7 @@ func TestPlanVersionsAndPinnedSummary(t *testing.T) {
 		// The patient's room holds one message of the bot that is not a reply or an edit: the summary. Nothing the
 		// patient can see mentions the note.
 		var standalone []id.EventID
-		for _, evt := range pat.matching(func(evt *event.Event) bool {
+		for _, evt := range pat.Matching(func(evt *event.Event) bool {
 			return evt.RoomID == patientRoom && evt.Type == event.EventMessage
 		}) {
 			content := evt.Content.AsMessage()
@@ -220,12 +220,12 @@ func TestPlanSummaryForLateJoiningPatient(t *testing.T) {
 	w := c.bot.w
 	doc, pat := newUser(t, w.hsA, "doc"), newUser(t, w.hsA, "pat")
 	c.registerClinician(doc)
-	docDM := doc.encryptedRoomWithBot(c.botID)
+	docDM := doc.EncryptedRoomWithBot(c.botID)
 	caseRoom, patientRoom := c.openCase(doc, docDM, "Late joiner")
 	c.mustSucceed(doc, caseRoom, "!plan goal Sleep through the night")
 	c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
-	joinInvited(t, pat, patientRoom)
-	summary := pat.waitFor(30*time.Second, "a plan summary after joining", func(evt *event.Event) bool {
+	pat.JoinInvited(patientRoom)
+	summary := pat.WaitFor(30*time.Second, "a plan summary after joining", func(evt *event.Event) bool {
 		return evt.RoomID == patientRoom && evt.Sender == c.botID && evt.Type == event.EventMessage &&
 			strings.Contains(evt.Content.AsMessage().Body, "Sleep through the night")
 	})
@@ -243,7 +243,7 @@ func TestPlanSummaryForLateJoiningPatient(t *testing.T) {
 	}
 	// Later changes edit the summary the patient can see.
 	c.mustSucceed(doc, caseRoom, "!plan task Evening walk due "+time.Now().AddDate(0, 0, 3).Format("2006-01-02"))
-	pat.waitFor(30*time.Second, "an edit of the fresh summary", func(evt *event.Event) bool {
+	pat.WaitFor(30*time.Second, "an edit of the fresh summary", func(evt *event.Event) bool {
 		return evt.RoomID == patientRoom && evt.Sender == c.botID && evt.Content.AsMessage().RelatesTo.GetReplaceID() == summary.ID
 	})
 }

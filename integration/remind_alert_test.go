@@ -48,7 +48,7 @@ func (c *testClock) advance(d time.Duration) { c.set(c.now.Add(d)) }
 
 // botNotices lists the bot's messages in a room whose body contains text.
 func botNotices(u *user, c *clinic, room id.RoomID, text string) []*event.Event {
-	return u.matching(func(evt *event.Event) bool {
+	return u.Matching(func(evt *event.Event) bool {
 		return evt.RoomID == room && evt.Sender == c.botID && evt.Type == event.EventMessage &&
 			strings.Contains(evt.Content.AsMessage().Body, text)
 	})
@@ -56,8 +56,8 @@ func botNotices(u *user, c *clinic, room id.RoomID, text string) []*event.Event 
 
 // botEvent waits for the bot's message in a room whose body contains text.
 func botEvent(u *user, c *clinic, room id.RoomID, text string) *event.Event {
-	u.t.Helper()
-	return u.waitFor(30*time.Second, "a message containing "+text, func(evt *event.Event) bool {
+	u.T.Helper()
+	return u.WaitFor(30*time.Second, "a message containing "+text, func(evt *event.Event) bool {
 		return evt.RoomID == room && evt.Sender == c.botID && evt.Type == event.EventMessage &&
 			strings.Contains(evt.Content.AsMessage().Body, text)
 	})

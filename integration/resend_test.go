@@ -192,19 +192,19 @@ func TestResendAfterKillInsideSendIsNotDuplicated(t *testing.T) {
 			botID := id.NewUserID(w.reg.SenderLocalpart, w.hsA.ServerName)
 			var room id.RoomID
 			if encrypted {
-				room = alice.encryptedRoomWithBot(botID)
+				room = alice.EncryptedRoomWithBot(botID)
 			} else {
 				room = roomWithBot(t, alice, botID)
 			}
-			warm := alice.send(room, "!ping")
-			alice.waitFor(30*time.Second, "the first reply", replyTo(botID, warm))
+			warm := alice.Send(room, "!ping")
+			alice.WaitFor(30*time.Second, "the first reply", replyTo(botID, warm))
 
 			var ping id.EventID
 			var cut cutSend
 			for try := 1; ; try++ {
-				before := len(alice.matching(botReply(botID)))
-				cutter.arm(func() bool { return len(alice.matching(botReply(botID))) > before })
-				ping = alice.send(room, "!ping")
+				before := len(alice.Matching(botReply(botID)))
+				cutter.arm(func() bool { return len(alice.Matching(botReply(botID))) > before })
+				ping = alice.Send(room, "!ping")
 				select {
 				case cut = <-cutter.cuts:
 				case <-time.After(30 * time.Second):
@@ -218,7 +218,7 @@ func TestResendAfterKillInsideSendIsNotDuplicated(t *testing.T) {
 				if try == 3 {
 					t.Fatalf("could not cut a send inside Dendrite in %d tries", try)
 				}
-				alice.waitFor(30*time.Second, "the reply to a ping whose send was not cut", replyTo(botID, ping))
+				alice.WaitFor(30*time.Second, "the reply to a ping whose send was not cut", replyTo(botID, ping))
 			}
 			bot.kill()
 			bot.start()
@@ -237,9 +237,9 @@ func TestResendAfterKillInsideSendIsNotDuplicated(t *testing.T) {
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
-			marker := alice.send(room, "!ping")
-			alice.waitFor(30*time.Second, "the marker reply", replyTo(botID, marker))
-			replies := alice.matching(replyTo(botID, ping))
+			marker := alice.Send(room, "!ping")
+			alice.WaitFor(30*time.Second, "the marker reply", replyTo(botID, marker))
+			replies := alice.Matching(replyTo(botID, ping))
 			if len(replies) != 1 || replies[0].ID != sentID {
 				t.Fatalf("replies to the ping: %s, want exactly the recorded %s\n%s\nDendrite on %s:\n%s", eventIDs(replies), sentID,
 					outgoingFor(t, bot, ping), cut.txnID, strings.Join(cutter.hsLogFor(cut.txnID), "\n"))

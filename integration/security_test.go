@@ -63,7 +63,7 @@ func TestPHICommandRefusedInUnencryptedRoom(t *testing.T) {
 		}
 
 		// In an encrypted direct chat the same command runs.
-		docDM := doc.encryptedRoomWithBot(c.botID)
+		docDM := doc.EncryptedRoomWithBot(c.botID)
 		if body := c.mustSucceed(doc, docDM, "!case list"); !strings.Contains(body, "not on any care team") {
 			t.Fatalf("case list in an encrypted room: %s", body)
 		}
@@ -92,15 +92,15 @@ func TestDataAccessMatrix(t *testing.T) {
 		patA, patB, outsider := newUser(t, c.hs, "pata"), newUser(t, c.hs, "patb"), newUser(t, c.hs, "outsider")
 		c.registerClinician(docA)
 		c.registerClinician(docB)
-		docADM, docBDM := docA.encryptedRoomWithBot(c.botID), docB.encryptedRoomWithBot(c.botID)
-		patADM, outsiderDM := patA.encryptedRoomWithBot(c.botID), outsider.encryptedRoomWithBot(c.botID)
+		docADM, docBDM := docA.EncryptedRoomWithBot(c.botID), docB.EncryptedRoomWithBot(c.botID)
+		patADM, outsiderDM := patA.EncryptedRoomWithBot(c.botID), outsider.EncryptedRoomWithBot(c.botID)
 
 		caseRoomA, patientRoomA := c.openCase(docA, docADM, `"Alpha title" --mrn ALPHAMRN1`)
 		caseRoomB, patientRoomB := c.openCase(docB, docBDM, `"Bravo title" --mrn BRAVOMRN2`)
 		c.mustSucceed(docA, caseRoomA, "!patient invite "+patA.UserID.String())
-		joinInvited(t, patA, patientRoomA)
+		patA.JoinInvited(patientRoomA)
 		c.mustSucceed(docB, caseRoomB, "!patient invite "+patB.UserID.String())
-		joinInvited(t, patB, patientRoomB)
+		patB.JoinInvited(patientRoomB)
 		var caseA, caseB int64
 		if err := c.bot.db().QueryRow("SELECT id FROM cases WHERE case_room_id = $1", caseRoomA).Scan(&caseA); err != nil {
 			t.Fatal(err)
@@ -306,10 +306,10 @@ func TestBadTransactionsRejectedWhileTrafficFlows(t *testing.T) {
 	}
 	var pings []id.EventID
 	for i := range 10 {
-		pings = append(pings, alice.send(room, fmt.Sprintf("!ping %d", i)))
+		pings = append(pings, alice.Send(room, fmt.Sprintf("!ping %d", i)))
 	}
 	for _, ping := range pings {
-		alice.waitFor(30*time.Second, "the reply to "+ping.String(), replyTo(botMXID, ping))
+		alice.WaitFor(30*time.Second, "the reply to "+ping.String(), replyTo(botMXID, ping))
 	}
 	close(stop)
 	wg.Wait()
@@ -324,7 +324,7 @@ func TestBadTransactionsRejectedWhileTrafficFlows(t *testing.T) {
 		t.Fatalf("caseroom exited:\n%s", bot.Log())
 	default:
 	}
-	if replies := alice.matching(replyTo(botMXID, pings[0])); len(replies) != 1 {
+	if replies := alice.Matching(replyTo(botMXID, pings[0])); len(replies) != 1 {
 		t.Fatalf("%d replies to the first ping, want 1", len(replies))
 	}
 }
@@ -368,7 +368,7 @@ func TestDataFilesArePrivate(t *testing.T) {
 	alice := newUser(t, bot.w.hsA, "alice")
 	botMXID := id.NewUserID(bot.w.reg.SenderLocalpart, bot.w.hsA.ServerName)
 	room := roomWithBot(t, alice, botMXID)
-	alice.waitFor(30*time.Second, "a reply", replyTo(botMXID, alice.send(room, "!ping")))
+	alice.WaitFor(30*time.Second, "a reply", replyTo(botMXID, alice.Send(room, "!ping")))
 
 	want := map[string]os.FileMode{dataDir: 0o700, logFile: 0o600}
 	for _, name := range []string{"caseroom.db", "caseroom.db-wal", "caseroom.db-shm"} {

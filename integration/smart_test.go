@@ -77,10 +77,10 @@ func TestSMARTBackendServicesTokenFlow(t *testing.T) {
 
 	doc, pat := newUser(t, w.hsA, "doc"), newUser(t, w.hsA, "pat")
 	c.registerClinician(doc)
-	docDM := doc.encryptedRoomWithBot(c.botID)
+	docDM := doc.EncryptedRoomWithBot(c.botID)
 	caseRoom, patientRoom := c.openCase(doc, docDM, "Diabetes follow-up --patient "+patientRef)
 	c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
-	joinInvited(t, pat, patientRoom)
+	pat.JoinInvited(patientRoom)
 
 	first, _ := c.command(pat, patientRoom, "!checkin hr=72 glucose=6.1mmol/L")
 	waitFiled(t, c, pat, patientRoom, first)
@@ -114,7 +114,7 @@ func TestSMARTBackendServicesTokenFlow(t *testing.T) {
 // waitFiled waits for the bot's 📋 reaction to a check-in: the EHR has it.
 func waitFiled(t *testing.T, c *clinic, u *user, room id.RoomID, checkin id.EventID) {
 	t.Helper()
-	u.waitFor(30*time.Second, "the filed reaction", func(evt *event.Event) bool {
+	u.WaitFor(30*time.Second, "the filed reaction", func(evt *event.Event) bool {
 		return evt.Type == event.EventReaction && evt.Sender == c.botID && evt.RoomID == room &&
 			evt.Content.AsReaction().RelatesTo.EventID == checkin
 	})

@@ -130,13 +130,13 @@ func TestSynapseFirstContact(t *testing.T) {
 	alice := newUser(t, syn.hs, "alice")
 
 	plain := roomWithBot(t, alice, botID)
-	pingID := alice.send(plain, "!ping")
-	reply := alice.waitFor(30*time.Second, "the pong", replyTo(botID, pingID))
+	pingID := alice.Send(plain, "!ping")
+	reply := alice.WaitFor(30*time.Second, "the pong", replyTo(botID, pingID))
 	if body := reply.Content.AsMessage().Body; !strings.Contains(body, "Pong") {
 		t.Fatalf("reply to the ping = %q, want a pong", body)
 	}
 
-	encrypted := alice.encryptedRoomWithBot(botID)
+	encrypted := alice.EncryptedRoomWithBot(botID)
 	alice.pingEncrypted(encrypted, botID)
 	if trust := alice.trustOf(botID, botDeviceID(t, bot)); trust != id.TrustStateCrossSignedTOFU {
 		t.Errorf("alice sees the bot's device as %s, want cross-signed (TOFU)", trust)
@@ -162,16 +162,16 @@ func TestCareTeamAcrossSynapseAndDendrite(t *testing.T) {
 	w := c.bot.w
 	doc, pat, remoteDoc := newUser(t, c.hs, "doc"), newUser(t, c.hs, "pat"), newUser(t, w.hsB, "remotedoc")
 	c.registerClinician(doc)
-	docDM := doc.encryptedRoomWithBot(c.botID)
+	docDM := doc.EncryptedRoomWithBot(c.botID)
 	caseRoom, patientRoom := c.openCase(doc, docDM, "Shared care")
 	c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
-	joinInvited(t, pat, patientRoom)
+	pat.JoinInvited(patientRoom)
 
 	c.mustSucceed(c.admin, c.adminDM, "!admin servers allow "+w.hsB.ServerName)
 	c.registerClinician(remoteDoc)
 	c.mustSucceed(doc, caseRoom, "!team add "+remoteDoc.UserID.String()+" cardiologist")
-	joinInvited(t, remoteDoc, caseRoom)
-	joinInvited(t, remoteDoc, patientRoom)
+	remoteDoc.JoinInvited(caseRoom)
+	remoteDoc.JoinInvited(patientRoom)
 	if body := c.mustSucceed(remoteDoc, caseRoom, "!team"); !strings.Contains(body, "cardiologist") {
 		t.Fatalf("team as seen by the remote clinician: %s", body)
 	}
@@ -180,7 +180,7 @@ func TestCareTeamAcrossSynapseAndDendrite(t *testing.T) {
 	if !strings.Contains(summary, pat.UserID.String()) {
 		t.Fatalf("the summary does not name the patient: %s", summary)
 	}
-	remoteDoc.waitFor(5*time.Second, "the summary in encrypted form", func(evt *event.Event) bool {
+	remoteDoc.WaitFor(5*time.Second, "the summary in encrypted form", func(evt *event.Event) bool {
 		return evt.RoomID == caseRoom && evt.Sender == c.botID && evt.Type == event.EventEncrypted
 	})
 }
