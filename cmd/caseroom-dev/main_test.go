@@ -39,15 +39,19 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
+// followWalkthrough follows the printed walkthrough with encrypting clients (walkthrough_test.go); nil in a build
+// without the goolm tag, whose crypto the clients need.
+var followWalkthrough func(t *testing.T, s *setup, printed string)
+
 // startDev runs the development setup in dir until the test ends (or the returned stop is called) and returns it
-// once it is ready.
-func startDev(t *testing.T, dir, software string) (s *setup, stop func()) {
+// once it is ready, with what it printed so far.
+func startDev(t *testing.T, dir, software string) (s *setup, out *lockedBuffer, stop func()) {
 	t.Helper()
 	root, err := findProjectRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &lockedBuffer{}
+	out = &lockedBuffer{}
 	ready := make(chan *setup, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -88,7 +92,7 @@ func startDev(t *testing.T, dir, software string) (s *setup, stop func()) {
 	if !strings.Contains(out.String(), "type !ping") || !strings.Contains(out.String(), "--mrn "+demoMRN) {
 		t.Errorf("the welcome message with Element instructions was not printed; output:\n%s", out.String())
 	}
-	return s, stop
+	return s, out, stop
 }
 
 // loginAs logs in as the demo account localpart with the password the setup reports, and checks whoami.
@@ -137,7 +141,7 @@ func testRunTwice(t *testing.T, software string) {
 	}
 	dir := t.TempDir()
 
-	first, stop := startDev(t, dir, software)
+	first, printed, stop := startDev(t, dir, software)
 	if first.Homeserver.Implementation() != software {
 		t.Fatalf("ran %s, asked for %s", first.Homeserver.Implementation(), software)
 	}
@@ -179,9 +183,17 @@ func testRunTwice(t *testing.T, software string) {
 	if err = json.Unmarshal(keep[portsFile], &p); err != nil || first.HomeserverURL != "http://localhost:"+strconv.Itoa(p.Homeserver) {
 		t.Fatalf("%s = %s (%v), but the homeserver is %s", portsFile, keep[portsFile], err, first.HomeserverURL)
 	}
+	switch {
+	case followWalkthrough != nil:
+		followWalkthrough(t, first, printed.String())
+	case os.Getenv("CI") != "":
+		t.Error("the printed walkthrough was not followed: the test was built without the goolm tag")
+	default:
+		t.Log("the printed walkthrough was not followed: the test was built without the goolm tag")
+	}
 	stop()
 
-	second, stop := startDev(t, dir, "")
+	second, _, stop := startDev(t, dir, "")
 	if second.HomeserverURL != first.HomeserverURL || second.Homeserver.Domain() != first.Homeserver.Domain() {
 		t.Fatalf("second run serves %s (%s), first served %s (%s)", second.HomeserverURL, second.Homeserver.Domain(),
 			first.HomeserverURL, first.Homeserver.Domain())
