@@ -70,6 +70,20 @@ func roomControlProblems(ctx context.Context, b *bot.Bot, roomID id.RoomID) (pro
 	if evt := parsedState(st, event.StatePowerLevels); evt != nil {
 		pl = evt.Content.AsPowerLevels()
 	}
+	// In room versions with privileged creators (12 and later), whoever created the room keeps unlimited power,
+	// whatever the power levels say: a room created by someone else can never be one that I alone control.
+	if create := parsedState(st, event.StateCreate); create != nil {
+		pl.CreateEvent = create
+		if cc := create.Content.AsCreate(); cc.SupportsCreatorPower() {
+			for _, creator := range append([]id.UserID{create.Sender}, cc.AdditionalCreators...) {
+				if creator != b.BotID() {
+					problems = append(problems, fmt.Sprintf("%s created this room, and in room version %s its creators always keep "+
+						"full power, which no setting can take away; open the case with `/case new` instead, or use a room I created.",
+						format.SafeMarkdownCode(creator.String()), format.SafeMarkdownCode(string(cc.RoomVersion))))
+				}
+			}
+		}
+	}
 	botLevel := pl.GetUserLevel(b.BotID())
 	needed := 100
 	for _, p := range controlledPowers {

@@ -159,10 +159,17 @@ func (u *User) Command(bot id.UserID, room id.RoomID, text string) (id.EventID, 
 // EncryptedRoomWithBot creates an encrypted room, invites the bot and waits until it has joined.
 func (u *User) EncryptedRoomWithBot(bot id.UserID) id.RoomID {
 	u.T.Helper()
+	return u.EncryptedRoomWithBotIn(bot, "")
+}
+
+// EncryptedRoomWithBotIn is EncryptedRoomWithBot in a room of the given version ("" for the homeserver's default).
+func (u *User) EncryptedRoomWithBotIn(bot id.UserID, version id.RoomVersion) id.RoomID {
+	u.T.Helper()
 	ctx := context.Background()
 	stateKey := ""
 	resp, err := u.CreateRoom(ctx, &mautrix.ReqCreateRoom{
-		Preset: "private_chat",
+		Preset:      "private_chat",
+		RoomVersion: version,
 		Invite: []id.UserID{bot},
 		InitialState: []*event.Event{{
 			Type: event.StateEncryption, StateKey: &stateKey,
