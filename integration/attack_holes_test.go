@@ -39,7 +39,7 @@ func holesForgedEvent(t *testing.T, bot *botProcess, u *user, room id.RoomID, co
 		t.Fatal(err)
 	}
 	body, _ := json.Marshal(map[string]any{"events": []json.RawMessage{raw}})
-	status, resp, err := sendTransaction(bot, "holes-"+random.String(8), bot.w.reg.ServerToken, body)
+	status, resp, err := sendTransaction(bot, "holes-"+random.String(8), bot.reg.ServerToken, body)
 	if err != nil || status != http.StatusOK {
 		t.Fatalf("transaction with the forged event: %d %s %v", status, resp, err)
 	}

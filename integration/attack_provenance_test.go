@@ -19,12 +19,11 @@ import (
 )
 
 // provenanceCase is ehrCase that also returns the clinician's encrypted direct chat with the bot.
-func provenanceCase(t *testing.T, srv *fhirtest.Server) (c *clinic, doc, pat *user, docDM, caseRoom, patientRoom id.RoomID, patientRef string) {
+func provenanceCase(t *testing.T, on *onHomeserver, srv *fhirtest.Server) (c *clinic, doc, pat *user, docDM, caseRoom, patientRoom id.RoomID, patientRef string) {
 	t.Helper()
 	patientRef = seedPatient(t, ehrClient(t, srv), "Okafor", "MRN-PROV")
-	c = newClinic(t, map[string]any{"ehr": map[string]any{"url": srv.URL, "timeout": "5s"}})
-	w := c.bot.w
-	doc, pat = newUser(t, w.hsA, "doc"), newUser(t, w.hsA, "pat")
+	c = newClinicOn(t, on, map[string]any{"ehr": map[string]any{"url": srv.URL, "timeout": "5s"}})
+	doc, pat = newUser(t, c.hs, "doc"), newUser(t, c.hs, "pat")
 	c.registerClinician(doc) // no --practitioner
 	docDM = doc.EncryptedRoomWithBot(c.botID)
 	caseRoom, patientRoom = c.openCase(doc, docDM, "Heart failure follow-up --patient "+patientRef)
@@ -70,7 +69,7 @@ func TestAttackProvenanceNoPractitioner(t *testing.T) {
 	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
 		srv := fhirtesting.Start(t)
 		fhir := ehrClient(t, srv)
-		c, doc, pat, _, caseRoom, _, patientRef := provenanceCase(t, srv)
+		c, doc, pat, _, caseRoom, _, patientRef := provenanceCase(t, on, srv)
 		var caseID int64
 		if err := c.bot.db().QueryRow("SELECT id FROM cases WHERE case_room_id = $1", caseRoom).Scan(&caseID); err != nil {
 			t.Fatal(err)
@@ -160,7 +159,7 @@ func TestAttackProvenanceNoPractitioner(t *testing.T) {
 // A case for a Patient the EHR does not have is not opened.
 func TestAttackProvenanceUnlinkedCase(t *testing.T) {
 	srv := fhirtesting.Start(t)
-	c, doc, pat, docDM, _, _, _ := provenanceCase(t, srv)
+	c, doc, pat, docDM, _, _, _ := provenanceCase(t, onDendrite(t), srv)
 	// A case without a FHIR Patient: recorded in caseroom, said so, nothing queued to become a dead letter.
 	unlinkedRoom, unlinkedPatientRoom := c.openCase(doc, docDM, "Phone follow-up")
 	c.mustSucceed(doc, unlinkedRoom, "!patient invite "+pat.UserID.String())
@@ -218,7 +217,7 @@ func (r provenanceResource) ResourceKey() (string, string) {
 // `/admin outbox`, which say the status and the issue code instead. `/admin outbox` runs only in an encrypted room.
 func TestAttackProvenanceEHRErrorScrubbed(t *testing.T) {
 	srv := fhirtesting.Start(t)
-	c, doc, pat, _, caseRoom, patientRoom, _ := provenanceCase(t, srv)
+	c, doc, pat, _, caseRoom, patientRoom, _ := provenanceCase(t, onDendrite(t), srv)
 	const name, words = "Ophelia Quintessa Marchbanks", "Zygomorphic wheeze at night"
 	phi := []string{name, words, "Marchbanks", "Zygomorphic"}
 	noPHI := func(where, text string) {

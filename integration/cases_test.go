@@ -227,24 +227,25 @@ func state(t *testing.T, u *user, room id.RoomID, evtType event.Type) string {
 }
 
 func TestLeavingCaseRoomLeavesTeam(t *testing.T) {
-	c := newClinic(t, nil)
-	w := c.bot.w
-	doc, nurse := newUser(t, w.hsA, "doc"), newUser(t, w.hsA, "nurse")
-	c.registerClinician(doc)
-	c.registerClinician(nurse)
-	docDM := doc.EncryptedRoomWithBot(c.botID)
-	caseRoom, patientRoom := c.openCase(doc, docDM, "Follow-up")
-	c.mustSucceed(doc, caseRoom, "!team add "+nurse.UserID.String())
-	nurse.JoinInvited(caseRoom)
-	nurse.JoinInvited(patientRoom)
-	if _, err := nurse.LeaveRoom(context.Background(), caseRoom); err != nil {
-		t.Fatal(err)
-	}
-	nurse.WaitFor(20*time.Second, "being taken out of the patient room", func(evt *event.Event) bool {
-		return evt.RoomID == patientRoom && evt.Type == event.StateMember && evt.GetStateKey() == nurse.UserID.String() &&
-			evt.Content.AsMember().Membership == event.MembershipLeave
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		c := newClinicOn(t, on, nil)
+		doc, nurse := newUser(t, on.hs, "doc"), newUser(t, on.hs, "nurse")
+		c.registerClinician(doc)
+		c.registerClinician(nurse)
+		docDM := doc.EncryptedRoomWithBot(c.botID)
+		caseRoom, patientRoom := c.openCase(doc, docDM, "Follow-up")
+		c.mustSucceed(doc, caseRoom, "!team add "+nurse.UserID.String())
+		nurse.JoinInvited(caseRoom)
+		nurse.JoinInvited(patientRoom)
+		if _, err := nurse.LeaveRoom(context.Background(), caseRoom); err != nil {
+			t.Fatal(err)
+		}
+		nurse.WaitFor(20*time.Second, "being taken out of the patient room", func(evt *event.Event) bool {
+			return evt.RoomID == patientRoom && evt.Type == event.StateMember && evt.GetStateKey() == nurse.UserID.String() &&
+				evt.Content.AsMember().Membership == event.MembershipLeave
+		})
+		if team := c.mustSucceed(doc, caseRoom, "!team"); strings.Contains(team, nurse.UserID.String()) {
+			t.Fatalf("the nurse left but is still on the team: %s", team)
+		}
 	})
-	if team := c.mustSucceed(doc, caseRoom, "!team"); strings.Contains(team, nurse.UserID.String()) {
-		t.Fatalf("the nurse left but is still on the team: %s", team)
-	}
 }

@@ -136,9 +136,11 @@ func TestCheckInFlow(t *testing.T) {
 }
 
 func TestCheckInsEmpty(t *testing.T) {
-	c := newClinic(t, nil)
-	doc, _, caseRoom, _ := patientCase(t, c)
-	if body := c.mustSucceed(doc, caseRoom, "!checkins"); !strings.Contains(body, "No check-ins in the last 7 days.") {
-		t.Fatalf("empty history: %s", body)
-	}
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		c := newClinicOn(t, on, nil)
+		doc, _, caseRoom, _ := patientCase(t, c)
+		if body := c.mustSucceed(doc, caseRoom, "!checkins"); !strings.Contains(body, "No check-ins in the last 7 days.") {
+			t.Fatalf("empty history: %s", body)
+		}
+	})
 }

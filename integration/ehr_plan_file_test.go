@@ -96,7 +96,7 @@ func TestPlanAndFilingsReachTheChart(t *testing.T) {
 	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
 		srv := fhirtesting.Start(t)
 		fhir := ehrClient(t, srv)
-		c, doc, pat, caseRoom, patientRoom, patientRef := ehrCase(t, srv)
+		c, doc, pat, caseRoom, patientRoom, patientRef := ehrCase(t, on, srv)
 		provenanceSeedPractitioner(t, srv, "42") // a linked Practitioner must exist in the EHR
 		c.mustSucceed(c.admin, c.adminDM, "!admin clinician add "+doc.UserID.String()+" --practitioner Practitioner/42")
 		var caseID int64
@@ -221,42 +221,44 @@ func TestPlanAndFilingsReachTheChart(t *testing.T) {
 // TestGuidedCheckInQuestionnaireResponse: a guided check-in is filed as its Observations and, besides them, as one
 // QuestionnaireResponse holding the answers question by question.
 func TestGuidedCheckInQuestionnaireResponse(t *testing.T) {
-	srv := fhirtesting.Start(t)
-	fhir := ehrClient(t, srv)
-	c, doc, pat, caseRoom, patientRoom, patientRef := ehrCase(t, srv)
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		srv := fhirtesting.Start(t)
+		fhir := ehrClient(t, srv)
+		c, doc, pat, caseRoom, patientRoom, patientRef := ehrCase(t, on, srv)
 
-	start, _ := c.command(pat, patientRoom, "!checkin start")
-	// Typed answers, processed in order: a choice by its text, the pain score, a temperature, and the last
-	// (optional) question skipped.
-	pat.Send(patientRoom, "Worse")
-	pat.Send(patientRoom, "4")
-	pat.Send(patientRoom, "38.4")
-	last := pat.Send(patientRoom, "skip")
-	if done := pat.WaitFor(30*time.Second, "the confirmation", replyTo(c.botID, last)).Content.AsMessage().Body; !strings.Contains(done, "Recorded your Daily check-in") {
-		t.Fatalf("last answer: %s", done)
-	}
-	notice := botNotice(doc, c, caseRoom, "Guided check-in answers of "+pat.UserID.String(), "filed in the EHR as QuestionnaireResponse/")
-	var qr struct {
-		ehr.QuestionnaireResponse
-		Contained []ehr.Questionnaire `json:"contained"`
-	}
-	findOne(t, fhir, "QuestionnaireResponse", ehr.QuestionnaireResponseIdentifierSystem, string(start), &qr)
-	if !strings.Contains(notice, "QuestionnaireResponse/"+qr.ID) {
-		t.Fatalf("notice %q names another resource than %s", notice, qr.ID)
-	}
-	if qr.Status != "completed" || qr.Subject.Reference != patientRef || qr.Author.Reference != patientRef || len(qr.Item) != 3 ||
-		qr.Item[0].LinkID != "feeling" || qr.Item[0].Answer[0].ValueCoding == nil || qr.Item[0].Answer[0].ValueCoding.Display != "Worse" ||
-		qr.Item[1].LinkID != "pain" || qr.Item[1].Answer[0].ValueInteger == nil || *qr.Item[1].Answer[0].ValueInteger != 4 ||
-		qr.Item[2].LinkID != "temperature" || qr.Item[2].Answer[0].ValueQuantity == nil || qr.Item[2].Answer[0].ValueQuantity.Value != 38.4 ||
-		len(qr.Contained) != 1 || len(qr.Contained[0].Item) != 4 {
-		raw, _ := json.Marshal(qr)
-		t.Fatalf("QuestionnaireResponse = %s", raw)
-	}
-	// The readings are Observations of the same check-in, as for a typed check-in.
-	obs := observations(t, fhir, patientRef)
-	if _, ok := obs[string(start)+"/pain"]; !ok || len(obs) != 2 {
-		t.Fatalf("Observations of the guided check-in: %v", keysOf(obs))
-	}
+		start, _ := c.command(pat, patientRoom, "!checkin start")
+		// Typed answers, processed in order: a choice by its text, the pain score, a temperature, and the last
+		// (optional) question skipped.
+		pat.Send(patientRoom, "Worse")
+		pat.Send(patientRoom, "4")
+		pat.Send(patientRoom, "38.4")
+		last := pat.Send(patientRoom, "skip")
+		if done := pat.WaitFor(30*time.Second, "the confirmation", replyTo(c.botID, last)).Content.AsMessage().Body; !strings.Contains(done, "Recorded your Daily check-in") {
+			t.Fatalf("last answer: %s", done)
+		}
+		notice := botNotice(doc, c, caseRoom, "Guided check-in answers of "+pat.UserID.String(), "filed in the EHR as QuestionnaireResponse/")
+		var qr struct {
+			ehr.QuestionnaireResponse
+			Contained []ehr.Questionnaire `json:"contained"`
+		}
+		findOne(t, fhir, "QuestionnaireResponse", ehr.QuestionnaireResponseIdentifierSystem, string(start), &qr)
+		if !strings.Contains(notice, "QuestionnaireResponse/"+qr.ID) {
+			t.Fatalf("notice %q names another resource than %s", notice, qr.ID)
+		}
+		if qr.Status != "completed" || qr.Subject.Reference != patientRef || qr.Author.Reference != patientRef || len(qr.Item) != 3 ||
+			qr.Item[0].LinkID != "feeling" || qr.Item[0].Answer[0].ValueCoding == nil || qr.Item[0].Answer[0].ValueCoding.Display != "Worse" ||
+			qr.Item[1].LinkID != "pain" || qr.Item[1].Answer[0].ValueInteger == nil || *qr.Item[1].Answer[0].ValueInteger != 4 ||
+			qr.Item[2].LinkID != "temperature" || qr.Item[2].Answer[0].ValueQuantity == nil || qr.Item[2].Answer[0].ValueQuantity.Value != 38.4 ||
+			len(qr.Contained) != 1 || len(qr.Contained[0].Item) != 4 {
+			raw, _ := json.Marshal(qr)
+			t.Fatalf("QuestionnaireResponse = %s", raw)
+		}
+		// The readings are Observations of the same check-in, as for a typed check-in.
+		obs := observations(t, fhir, patientRef)
+		if _, ok := obs[string(start)+"/pain"]; !ok || len(obs) != 2 {
+			t.Fatalf("Observations of the guided check-in: %v", keysOf(obs))
+		}
+	})
 }
 
 func keysOf[V any](m map[string]V) []string {

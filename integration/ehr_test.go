@@ -63,10 +63,10 @@ func observations(t *testing.T, cli *ehr.Client, patientRef string) map[string]e
 }
 
 // ehrCase opens a case linked to a seeded patient on a bot that files to srv.
-func ehrCase(t *testing.T, srv *fhirtest.Server) (c *clinic, doc, pat *user, caseRoom, patientRoom id.RoomID, patientRef string) {
+func ehrCase(t *testing.T, on *onHomeserver, srv *fhirtest.Server) (c *clinic, doc, pat *user, caseRoom, patientRoom id.RoomID, patientRef string) {
 	t.Helper()
 	patientRef = seedPatient(t, ehrClient(t, srv), "Okafor", "MRN-"+strings.ToUpper(t.Name()[4:8]))
-	c = newClinic(t, map[string]any{"ehr": map[string]any{"url": srv.URL, "timeout": "5s"}})
+	c = newClinicOn(t, on, map[string]any{"ehr": map[string]any{"url": srv.URL, "timeout": "5s"}})
 	doc, pat = newUser(t, c.hs, "doc"), newUser(t, c.hs, "pat")
 	c.registerClinician(doc)
 	docDM := doc.EncryptedRoomWithBot(c.botID)
@@ -80,7 +80,7 @@ func TestCheckInFiledInEHR(t *testing.T) {
 	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
 		srv := fhirtesting.Start(t)
 		fhir := ehrClient(t, srv)
-		c, doc, pat, caseRoom, patientRoom, patientRef := ehrCase(t, srv)
+		c, doc, pat, caseRoom, patientRoom, patientRef := ehrCase(t, on, srv)
 		ctx := context.Background()
 
 		checkin, _ := c.command(pat, patientRoom, "!checkin bp=142/91 hr=88 temp=38.4 spo2=95 rr=18 weight=71.2kg glucose=110mg/dL pain=4 dizzy since this morning")
@@ -166,7 +166,7 @@ func TestCheckInFiledInEHR(t *testing.T) {
 func TestEHROutageLosesNothing(t *testing.T) {
 	ctx := context.Background()
 	srv := fhirtesting.Start(t)
-	c, doc, pat, caseRoom, patientRoom, patientRef := ehrCase(t, srv)
+	c, doc, pat, caseRoom, patientRoom, patientRef := ehrCase(t, onDendrite(t), srv)
 	fhir := ehrClient(t, srv)
 
 	if err := srv.Fail(ctx, 503, 3, 0); err != nil {
@@ -244,7 +244,7 @@ func seedPatientWithID(t *testing.T, cli *ehr.Client, ref string) string {
 
 func TestEHRDeadLetterAndRetry(t *testing.T) {
 	srv := fhirtesting.Start(t)
-	c, doc, pat, caseRoom, patientRoom, patientRef := ehrCase(t, srv)
+	c, doc, pat, caseRoom, patientRoom, patientRef := ehrCase(t, onDendrite(t), srv)
 	// The EHR refuses a clinician's check-in (a 422, as for a resource that fails the server's own rules).
 	if err := srv.FailWrites(context.Background(), "POST", 422, 1, "refused by a rule of this EHR"); err != nil {
 		t.Fatal(err)

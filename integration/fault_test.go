@@ -21,9 +21,9 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/caseroom/caseroom/ehr"
-	"github.com/caseroom/caseroom/internal/dendrite"
 	"github.com/caseroom/caseroom/internal/fhirtest"
 	"github.com/caseroom/caseroom/internal/fhirtest/fhirtesting"
+	"github.com/caseroom/caseroom/internal/homeserver"
 )
 
 // The fault tests run a stream of commands through the real homeserver and the real caseroom binary while
@@ -267,7 +267,7 @@ func outgoingFor(t *testing.T, bot *botProcess, cause id.EventID) string {
 type killedSends struct {
 	t   *testing.T
 	bot *botProcess
-	hs  *dendrite.Server
+	hs  homeserver.Server
 }
 
 func (k *killedSends) diagnose(cause id.EventID, seen []*event.Event) string {
@@ -280,7 +280,7 @@ func (k *killedSends) diagnose(cause id.EventID, seen []*event.Event) string {
 	if err := db.QueryRow("SELECT id FROM instance").Scan(&instance); err != nil {
 		return "\n" + err.Error()
 	}
-	hsLog, err := os.ReadFile(filepath.Join(k.hs.Dir, "dendrite.log"))
+	hsLog, err := os.ReadFile(k.hs.LogFile())
 	if err != nil {
 		return "\n" + err.Error()
 	}
@@ -296,7 +296,7 @@ func (k *killedSends) diagnose(cause id.EventID, seen []*event.Event) string {
 			return "\n" + err.Error()
 		}
 		txnID := fmt.Sprintf("caseroom.%s.%d", instance, seq)
-		fmt.Fprintf(&sb, "%s is outgoing %d; Dendrite's log for transaction %s:\n", evt.ID, seq, txnID)
+		fmt.Fprintf(&sb, "%s is outgoing %d; the homeserver's log for transaction %s:\n", evt.ID, seq, txnID)
 		for _, line := range strings.Split(string(hsLog), "\n") {
 			if strings.Contains(line, "/"+txnID+`"`) {
 				sb.WriteString(line + "\n")
@@ -366,43 +366,45 @@ func requireCheckInsStored(t *testing.T, c *clinic, msgs []sentMessage) {
 // check-ins, restarting it at once each time: every check-in is answered once, stored once and filed in the EHR
 // once.
 func TestFaultSIGKILLDuringCheckInStream(t *testing.T) {
-	const checkIns = 24
-	srv := fhirtesting.Start(t)
-	c, _, pat, _, patientRoom, patientRef := ehrCase(t, srv)
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		const checkIns = 24
+		srv := fhirtesting.Start(t)
+		c, _, pat, _, patientRoom, patientRef := ehrCase(t, on, srv)
 
-	seed := time.Now().UnixNano()
-	t.Logf("random seed %d", seed)
-	rng := rand.New(rand.NewPCG(uint64(seed), 0))
-	stream := startStream(t, pat, patientRoom, checkIns, 400*time.Millisecond, hrCheckIn)
-	// Three kills spread over the stream: after a random message of each third, plus up to 200 ms (while that
-	// message is being stored, processed, answered or filed).
-	for k := range 3 {
-		stream.waitAttempted(k*checkIns/3+1+rng.IntN(checkIns/3-2), 30*time.Second)
-		time.Sleep(time.Duration(rng.IntN(200)) * time.Millisecond)
-		began := time.Now()
-		c.bot.kill()
-		c.bot.start()
-		t.Logf("kill %d after %d messages: down %s", k+1, stream.tried(), time.Since(began).Round(time.Millisecond))
-	}
-	sent := stream.requireAllSent(checkIns, 60*time.Second)
-	streamEnd := time.Now()
-
-	// The homeserver pushes again after its backoff (up to 64 s after repeated failures): allow for it.
-	killed := &killedSends{t: t, bot: c.bot, hs: c.bot.w.hsA}
-	waitAnsweredOnce(t, pat, c.botID, patientRoom, sent, 90*time.Second, synced(pat), killed)
-	deadline := time.Now().Add(60 * time.Second)
-	for countForPatient(t, srv, patientRef) < checkIns || c.countRows("SELECT COUNT(*) FROM ehr_outbox WHERE delivered_at IS NULL") > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d check-ins in the EHR 60 s after all were answered", countForPatient(t, srv, patientRef), checkIns)
+		seed := time.Now().UnixNano()
+		t.Logf("random seed %d", seed)
+		rng := rand.New(rand.NewPCG(uint64(seed), 0))
+		stream := startStream(t, pat, patientRoom, checkIns, 400*time.Millisecond, hrCheckIn)
+		// Three kills spread over the stream: after a random message of each third, plus up to 200 ms (while that
+		// message is being stored, processed, answered or filed).
+		for k := range 3 {
+			stream.waitAttempted(k*checkIns/3+1+rng.IntN(checkIns/3-2), 30*time.Second)
+			time.Sleep(time.Duration(rng.IntN(200)) * time.Millisecond)
+			began := time.Now()
+			c.bot.kill()
+			c.bot.start()
+			t.Logf("kill %d after %d messages: down %s", k+1, stream.tried(), time.Since(began).Round(time.Millisecond))
 		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Logf("all answered and filed %s after the stream ended; %d of 3 restarts resumed unfinished events or replies; "+
-		"%d messages queued before a restart were found already sent", time.Since(streamEnd).Round(time.Millisecond),
-		strings.Count(c.bot.Log(), "Resuming pending work"), strings.Count(c.bot.Log(), "already in the room"))
+		sent := stream.requireAllSent(checkIns, 60*time.Second)
+		streamEnd := time.Now()
 
-	requireFiledOnce(t, srv, pat, c, patientRoom, patientRef, sent, killed)
-	requireCheckInsStored(t, c, sent)
+		// The homeserver pushes again after its backoff (up to 64 s after repeated failures): allow for it.
+		killed := &killedSends{t: t, bot: c.bot, hs: c.hs}
+		waitAnsweredOnce(t, pat, c.botID, patientRoom, sent, 90*time.Second, synced(pat), killed)
+		deadline := time.Now().Add(60 * time.Second)
+		for countForPatient(t, srv, patientRef) < checkIns || c.countRows("SELECT COUNT(*) FROM ehr_outbox WHERE delivered_at IS NULL") > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d check-ins in the EHR 60 s after all were answered", countForPatient(t, srv, patientRef), checkIns)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		t.Logf("all answered and filed %s after the stream ended; %d of 3 restarts resumed unfinished events or replies; "+
+			"%d messages queued before a restart were found already sent", time.Since(streamEnd).Round(time.Millisecond),
+			strings.Count(c.bot.Log(), "Resuming pending work"), strings.Count(c.bot.Log(), "already in the room"))
+
+		requireFiledOnce(t, srv, pat, c, patientRoom, patientRef, sent, killed)
+		requireCheckInsStored(t, c, sent)
+	})
 }
 
 // requireFiledOnce checks that each check-in is in the EHR exactly once with its value, that the EHR holds nothing
@@ -449,7 +451,7 @@ func TestFaultEHRDownDuringStream(t *testing.T) {
 	const outage = 8 * time.Second
 	ctx := context.Background()
 	srv := fhirtesting.Start(t)
-	c, _, pat, _, patientRoom, patientRef := ehrCase(t, srv)
+	c, _, pat, _, patientRoom, patientRef := ehrCase(t, onDendrite(t), srv)
 
 	stream := startStream(t, pat, patientRoom, checkIns, 400*time.Millisecond, hrCheckIn)
 	stream.waitAttempted(4, 30*time.Second)

@@ -65,33 +65,37 @@ func deliverRemoteInvite(t *testing.T, bot *botProcess, inviter *user, botMXID i
 	invite := inviter.WaitFor(20*time.Second, "the invite", botMembership(botMXID, resp.RoomID, event.MembershipInvite))
 	raw := rawEvent(t, inviter, resp.RoomID, invite.ID)
 	body, _ := json.Marshal(map[string]any{"events": []json.RawMessage{raw}})
-	if status, out := putTransaction(t, bot, "remote-invite-"+string(invite.ID), bot.w.reg.ServerToken, body); status != 200 {
+	if status, out := putTransaction(t, bot, "remote-invite-"+string(invite.ID), bot.reg.ServerToken, body); status != 200 {
 		t.Fatalf("delivering the invite: %d %s", status, out)
 	}
 	return resp.RoomID
 }
 
 func TestInviteFromServerNotAllowedIsDeclined(t *testing.T) {
-	bot := startBot(t, nil)
-	botMXID := id.NewUserID(bot.w.reg.SenderLocalpart, bot.w.hsA.ServerName)
-	outsider := newUser(t, bot.w.hsB, "outsider")
-	room := deliverRemoteInvite(t, bot, outsider, botMXID)
-	// The rejection carries a reason, but Dendrite's federated rejection does not pass it on to the inviting server.
-	outsider.WaitFor(30*time.Second, "the bot declining", botMembership(botMXID, room, event.MembershipLeave))
-	if joined := outsider.Matching(botMembership(botMXID, room, event.MembershipJoin)); len(joined) != 0 {
-		t.Fatalf("bot joined a room of a server that is not allowed")
-	}
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		bot := startBotOn(t, on.target, nil)
+		botMXID := on.hs.UserID(on.target.reg.SenderLocalpart)
+		outsider := newUser(t, getWorld(t).hsB, "outsider")
+		room := deliverRemoteInvite(t, bot, outsider, botMXID)
+		// The rejection carries a reason, but Dendrite's federated rejection does not pass it on to the inviting server.
+		outsider.WaitFor(30*time.Second, "the bot declining", botMembership(botMXID, room, event.MembershipLeave))
+		if joined := outsider.Matching(botMembership(botMXID, room, event.MembershipJoin)); len(joined) != 0 {
+			t.Fatalf("bot joined a room of a server that is not allowed")
+		}
+	})
 }
 
 func TestInviteFromAllowedSecondServerIsAccepted(t *testing.T) {
-	w := getWorld(t)
-	bot := startBot(t, map[string]any{"allowed_servers": []string{w.hsA.ServerName, w.hsB.ServerName}})
-	botMXID := id.NewUserID(bot.w.reg.SenderLocalpart, bot.w.hsA.ServerName)
-	remote := newUser(t, bot.w.hsB, "remote")
-	room := deliverRemoteInvite(t, bot, remote, botMXID)
-	remote.WaitFor(30*time.Second, "the bot joining over federation", botMembership(botMXID, room, event.MembershipJoin))
-	evtID := remote.Send(room, "!ping")
-	remote.WaitFor(30*time.Second, "a reply over federation", replyTo(botMXID, evtID))
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		w := getWorld(t)
+		bot := startBotOn(t, on.target, map[string]any{"allowed_servers": []string{on.hs.Domain(), w.hsB.ServerName}})
+		botMXID := on.hs.UserID(on.target.reg.SenderLocalpart)
+		remote := newUser(t, getWorld(t).hsB, "remote")
+		room := deliverRemoteInvite(t, bot, remote, botMXID)
+		remote.WaitFor(30*time.Second, "the bot joining over federation", botMembership(botMXID, room, event.MembershipJoin))
+		evtID := remote.Send(room, "!ping")
+		remote.WaitFor(30*time.Second, "a reply over federation", replyTo(botMXID, evtID))
+	})
 }
 
 // putTransaction sends a transaction to the bot as the homeserver would.
@@ -136,11 +140,11 @@ func TestTransactionEndpointRejectsBadRequests(t *testing.T) {
 		code   string
 	}{
 		{name: "no token", token: "", body: body, status: 401, code: "M_UNAUTHORIZED"},
-		{name: "wrong token", token: "wrong-" + bot.w.reg.ServerToken, body: body, status: 403, code: "M_FORBIDDEN"},
-		{name: "as_token instead of hs_token", token: bot.w.reg.AppToken, body: body, status: 403, code: "M_FORBIDDEN"},
-		{name: "malformed JSON", token: bot.w.reg.ServerToken, body: []byte(`{"events":[`), status: 400, code: "M_NOT_JSON"},
-		{name: "oversized", token: bot.w.reg.ServerToken, body: []byte(`{"events":[],"pad":"` + strings.Repeat("x", 5000) + `"}`), status: 413, code: "M_TOO_LARGE"},
-		{name: "valid empty", token: bot.w.reg.ServerToken, body: body, status: 200},
+		{name: "wrong token", token: "wrong-" + bot.reg.ServerToken, body: body, status: 403, code: "M_FORBIDDEN"},
+		{name: "as_token instead of hs_token", token: bot.reg.AppToken, body: body, status: 403, code: "M_FORBIDDEN"},
+		{name: "malformed JSON", token: bot.reg.ServerToken, body: []byte(`{"events":[`), status: 400, code: "M_NOT_JSON"},
+		{name: "oversized", token: bot.reg.ServerToken, body: []byte(`{"events":[],"pad":"` + strings.Repeat("x", 5000) + `"}`), status: 413, code: "M_TOO_LARGE"},
+		{name: "valid empty", token: bot.reg.ServerToken, body: body, status: 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -152,47 +156,49 @@ func TestTransactionEndpointRejectsBadRequests(t *testing.T) {
 	}
 	// Valid traffic still flows after the bad requests.
 	alice := newUser(t, bot.w.hsA, "alice")
-	botMXID := id.NewUserID(bot.w.reg.SenderLocalpart, bot.w.hsA.ServerName)
+	botMXID := id.NewUserID(bot.reg.SenderLocalpart, bot.w.hsA.ServerName)
 	room := roomWithBot(t, alice, botMXID)
 	evtID := alice.Send(room, "!ping")
 	alice.WaitFor(20*time.Second, "a reply after bad requests", replyTo(botMXID, evtID))
 }
 
 func TestReplayedAndReformedTransactionsReplyOnce(t *testing.T) {
-	bot := startBot(t, nil)
-	alice := newUser(t, bot.w.hsA, "alice")
-	botMXID := id.NewUserID(bot.w.reg.SenderLocalpart, bot.w.hsA.ServerName)
-	room := roomWithBot(t, alice, botMXID)
-	pingID := alice.Send(room, "!ping")
-	alice.WaitFor(20*time.Second, "the first reply", replyTo(botMXID, pingID))
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		bot := startBotOn(t, on.target, nil)
+		alice := newUser(t, on.hs, "alice")
+		botMXID := on.hs.UserID(on.target.reg.SenderLocalpart)
+		room := roomWithBot(t, alice, botMXID)
+		pingID := alice.Send(room, "!ping")
+		alice.WaitFor(20*time.Second, "the first reply", replyTo(botMXID, pingID))
 
-	raw := rawEvent(t, alice, room, pingID)
-	other := alice.Send(room, "just chat")
-	rawOther := rawEvent(t, alice, room, other)
-	txn := func(events ...json.RawMessage) []byte {
-		data, _ := json.Marshal(map[string]any{"events": events})
-		return data
-	}
-	for i, attempt := range []struct {
-		txnID string
-		body  []byte
-	}{
-		{"replay-1", txn(raw)},
-		{"replay-1", txn(raw)},             // the same transaction again
-		{"reformed-2", txn(rawOther, raw)}, // re-formed: new txnId, other order, another event
-		{"reformed-3", txn(raw, raw, raw)}, // duplicates within one transaction
-	} {
-		if status, resp := putTransaction(t, bot, attempt.txnID, bot.w.reg.ServerToken, attempt.body); status != 200 {
-			t.Fatalf("attempt %d: status %d %s", i, status, resp)
+		raw := rawEvent(t, alice, room, pingID)
+		other := alice.Send(room, "just chat")
+		rawOther := rawEvent(t, alice, room, other)
+		txn := func(events ...json.RawMessage) []byte {
+			data, _ := json.Marshal(map[string]any{"events": events})
+			return data
 		}
-	}
-	// Events of a room are processed in order: once a later command is answered, any duplicate answer to the
-	// replayed ping would have been sent already.
-	marker := alice.Send(room, "!ping")
-	alice.WaitFor(20*time.Second, "the marker reply", replyTo(botMXID, marker))
-	if replies := alice.Matching(replyTo(botMXID, pingID)); len(replies) != 1 {
-		t.Fatalf("%d replies to the replayed ping, want exactly 1", len(replies))
-	}
+		for i, attempt := range []struct {
+			txnID string
+			body  []byte
+		}{
+			{"replay-1", txn(raw)},
+			{"replay-1", txn(raw)},             // the same transaction again
+			{"reformed-2", txn(rawOther, raw)}, // re-formed: new txnId, other order, another event
+			{"reformed-3", txn(raw, raw, raw)}, // duplicates within one transaction
+		} {
+			if status, resp := putTransaction(t, bot, attempt.txnID, bot.reg.ServerToken, attempt.body); status != 200 {
+				t.Fatalf("attempt %d: status %d %s", i, status, resp)
+			}
+		}
+		// Events of a room are processed in order: once a later command is answered, any duplicate answer to the
+		// replayed ping would have been sent already.
+		marker := alice.Send(room, "!ping")
+		alice.WaitFor(20*time.Second, "the marker reply", replyTo(botMXID, marker))
+		if replies := alice.Matching(replyTo(botMXID, pingID)); len(replies) != 1 {
+			t.Fatalf("%d replies to the replayed ping, want exactly 1", len(replies))
+		}
+	})
 }
 
 // TestKilledAfterAcknowledgingRepliesOnceAfterRestart kills caseroom (SIGKILL) at the two points where a crash
@@ -243,40 +249,45 @@ func TestKilledAfterAcknowledgingRepliesOnceAfterRestart(t *testing.T) {
 }
 
 func TestBotLeavesCleanlyWhenKicked(t *testing.T) {
-	bot := startBot(t, nil)
-	alice := newUser(t, bot.w.hsA, "alice")
-	botMXID := id.NewUserID(bot.w.reg.SenderLocalpart, bot.w.hsA.ServerName)
-	room := roomWithBot(t, alice, botMXID)
-	if _, err := alice.KickUser(context.Background(), room, &mautrix.ReqKickUser{UserID: botMXID, Reason: "testing"}); err != nil {
-		t.Fatal(err)
-	}
-	kick, err := alice.SendText(context.Background(), room, "!ping")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The bot is no longer in the room: it receives nothing from it, and records the removal.
-	db := bot.db()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var outcome string
-		err := db.QueryRow(`SELECT outcome FROM inbox WHERE room_id = $1 AND event_type = 'm.room.member' AND outcome = 'removed'`, room).Scan(&outcome)
-		if err == nil {
-			break
+	// Dendrite only for now: on Synapse 1.163.2 the bot, invited back after the kick, rejoins, but Synapse then pushes
+	// none of the room's new events to it (seen every time; not understood yet, so not claimed to work there).
+	on := onDendrite(t)
+	func() {
+		bot := startBotOn(t, on.target, nil)
+		alice := newUser(t, on.hs, "alice")
+		botMXID := on.hs.UserID(on.target.reg.SenderLocalpart)
+		room := roomWithBot(t, alice, botMXID)
+		if _, err := alice.KickUser(context.Background(), room, &mautrix.ReqKickUser{UserID: botMXID, Reason: "testing"}); err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kick not recorded: %v", err)
+		kick, err := alice.SendText(context.Background(), room, "!ping")
+		if err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	// Inviting it again works: the bot rejoins and answers.
-	if _, err := alice.InviteUser(context.Background(), room, &mautrix.ReqInviteUser{UserID: botMXID}); err != nil {
-		t.Fatal(err)
-	}
-	evtID := waitForRejoinAndPing(t, alice, room, botMXID)
-	if replies := alice.Matching(replyTo(botMXID, kick.EventID)); len(replies) != 0 {
-		t.Errorf("bot answered a command sent while it was not in the room")
-	}
-	_ = evtID
+		// The bot is no longer in the room: it receives nothing from it, and records the removal.
+		db := bot.db()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var outcome string
+			err := db.QueryRow(`SELECT outcome FROM inbox WHERE room_id = $1 AND event_type = 'm.room.member' AND outcome = 'removed'`, room).Scan(&outcome)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("kick not recorded: %v", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		// Inviting it again works: the bot rejoins and answers.
+		if _, err := alice.InviteUser(context.Background(), room, &mautrix.ReqInviteUser{UserID: botMXID}); err != nil {
+			t.Fatal(err)
+		}
+		evtID := waitForRejoinAndPing(t, alice, room, botMXID)
+		if replies := alice.Matching(replyTo(botMXID, kick.EventID)); len(replies) != 0 {
+			t.Errorf("bot answered a command sent while it was not in the room")
+		}
+		_ = evtID
+	}()
 }
 
 func waitForRejoinAndPing(t *testing.T, u *user, room id.RoomID, botMXID id.UserID) id.EventID {

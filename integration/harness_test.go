@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -40,8 +41,6 @@ type world struct {
 	reg      *appservice.Registration
 	baseCfg  []byte // config with the generated secrets
 
-	// metricsPort is where the bot serves /metrics (metrics.listen), apart from the appservice port.
-	metricsPort int
 }
 
 var (
@@ -104,9 +103,6 @@ func startWorld(dir string) (*world, error) {
 		return nil, err
 	}
 	if w.botPort, err = dendrite.FreePort(); err != nil {
-		return nil, err
-	}
-	if w.metricsPort, err = dendrite.FreePort(); err != nil {
 		return nil, err
 	}
 	domainA := fmt.Sprintf("localhost:%d", portA)
@@ -218,6 +214,9 @@ type botProcess struct {
 	regPath string                   // the appservice registration it runs with
 	reg     *appservice.Registration // its contents
 	port    int                      // its appservice listener's port
+	hs      homeserver.Server        // the homeserver it runs against
+	botID   id.UserID                // the bot user
+	metrics int                      // the port of its /metrics listener (metrics.listen)
 	dir     string
 	cfgPath string
 	env     []string
@@ -229,6 +228,7 @@ type botProcess struct {
 
 // botTarget is a homeserver with caseroom's appservice registered on it: what a bot process needs to run there.
 type botTarget struct {
+	hs          homeserver.Server
 	domain, url string
 	port        int    // the appservice listener's port, as the registration says
 	regPath     string // the registration file
@@ -238,7 +238,7 @@ type botTarget struct {
 
 // dendriteTarget is homeserver A of the shared world.
 func (w *world) dendriteTarget() *botTarget {
-	return &botTarget{domain: w.hsA.ServerName, url: w.hsA.URL, port: w.botPort,
+	return &botTarget{hs: w.hsA, domain: w.hsA.ServerName, url: w.hsA.URL, port: w.botPort,
 		regPath: filepath.Join(w.dir, "registration.yaml"), reg: w.reg, baseCfg: w.baseCfg}
 }
 
@@ -252,16 +252,27 @@ func startBot(t *testing.T, extra map[string]any, env ...string) *botProcess {
 // startBotOn is startBot against any homeserver with caseroom registered.
 func startBotOn(t *testing.T, target *botTarget, extra map[string]any, env ...string) *botProcess {
 	t.Helper()
+	// A subtest of forEachHomeserver runs its bot on the homeserver it is named after; a helper that starts one
+	// elsewhere would make a test claim a homeserver it never ran on.
+	for _, name := range []string{"dendrite", "synapse"} {
+		if strings.Contains(t.Name()+"/", "/"+name+"/") && target.hs.Implementation() != name {
+			t.Fatalf("test %s starts its bot on %s", t.Name(), target.hs.Implementation())
+		}
+	}
 	w := getWorld(t)
 	dir := t.TempDir()
 	var base map[string]any
 	if err := yaml.Unmarshal(target.baseCfg, &base); err != nil {
 		t.Fatal(err)
 	}
+	metricsPort, err := homeserver.FreePort() // bots on different homeservers run at the same time
+	if err != nil {
+		t.Fatal(err)
+	}
 	merged := map[string]any{
 		"appservice": map[string]any{"as_token": target.reg.AppToken, "hs_token": target.reg.ServerToken},
 		"encryption": map[string]any{"pickle_key": base["encryption"].(map[string]any)["pickle_key"]},
-		"metrics":    map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", w.metricsPort)},
+		"metrics":    map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", metricsPort)},
 	}
 	for k, v := range extra {
 		if sub, ok := v.(map[string]any); ok {
@@ -279,6 +290,7 @@ func startBotOn(t *testing.T, target *botTarget, extra map[string]any, env ...st
 		t.Fatal(err)
 	}
 	b := &botProcess{t: t, w: w, regPath: target.regPath, reg: target.reg, port: target.port, dir: dir,
+		hs: target.hs, botID: target.hs.UserID(target.reg.SenderLocalpart), metrics: metricsPort,
 		cfgPath: cfgPath, log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
 	b.start(env...)
 	t.Cleanup(func() {
@@ -344,7 +356,7 @@ func (b *botProcess) URL() string {
 
 // MetricsURL is where the bot serves /metrics.
 func (b *botProcess) MetricsURL() string {
-	return fmt.Sprintf("http://127.0.0.1:%d", b.w.metricsPort)
+	return fmt.Sprintf("http://127.0.0.1:%d", b.metrics)
 }
 
 // stop sends SIGTERM and waits for a clean exit.

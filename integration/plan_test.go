@@ -216,34 +216,35 @@ func TestPlanVersionsAndPinnedSummary(t *testing.T) {
 // TestPlanSummaryForLateJoiningPatient: a patient who joins after the plan was written sees only what happens
 // after their join, so the bot posts them a fresh summary and pins it in place of the old one.
 func TestPlanSummaryForLateJoiningPatient(t *testing.T) {
-	c := newClinic(t, nil)
-	w := c.bot.w
-	doc, pat := newUser(t, w.hsA, "doc"), newUser(t, w.hsA, "pat")
-	c.registerClinician(doc)
-	docDM := doc.EncryptedRoomWithBot(c.botID)
-	caseRoom, patientRoom := c.openCase(doc, docDM, "Late joiner")
-	c.mustSucceed(doc, caseRoom, "!plan goal Sleep through the night")
-	c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
-	pat.JoinInvited(patientRoom)
-	summary := pat.WaitFor(30*time.Second, "a plan summary after joining", func(evt *event.Event) bool {
-		return evt.RoomID == patientRoom && evt.Sender == c.botID && evt.Type == event.EventMessage &&
-			strings.Contains(evt.Content.AsMessage().Body, "Sleep through the night")
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var pinned event.PinnedEventsEventContent
-		if err := pat.StateEvent(context.Background(), patientRoom, event.StatePinnedEvents, "", &pinned); err == nil &&
-			len(pinned.Pinned) == 1 && pinned.Pinned[0] == summary.ID {
-			break
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		c := newClinicOn(t, on, nil)
+		doc, pat := newUser(t, on.hs, "doc"), newUser(t, on.hs, "pat")
+		c.registerClinician(doc)
+		docDM := doc.EncryptedRoomWithBot(c.botID)
+		caseRoom, patientRoom := c.openCase(doc, docDM, "Late joiner")
+		c.mustSucceed(doc, caseRoom, "!plan goal Sleep through the night")
+		c.mustSucceed(doc, caseRoom, "!patient invite "+pat.UserID.String())
+		pat.JoinInvited(patientRoom)
+		summary := pat.WaitFor(30*time.Second, "a plan summary after joining", func(evt *event.Event) bool {
+			return evt.RoomID == patientRoom && evt.Sender == c.botID && evt.Type == event.EventMessage &&
+				strings.Contains(evt.Content.AsMessage().Body, "Sleep through the night")
+		})
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var pinned event.PinnedEventsEventContent
+			if err := pat.StateEvent(context.Background(), patientRoom, event.StatePinnedEvents, "", &pinned); err == nil &&
+				len(pinned.Pinned) == 1 && pinned.Pinned[0] == summary.ID {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the fresh summary is not the one pinned")
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the fresh summary is not the one pinned")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	// Later changes edit the summary the patient can see.
-	c.mustSucceed(doc, caseRoom, "!plan task Evening walk due "+time.Now().AddDate(0, 0, 3).Format("2006-01-02"))
-	pat.WaitFor(30*time.Second, "an edit of the fresh summary", func(evt *event.Event) bool {
-		return evt.RoomID == patientRoom && evt.Sender == c.botID && evt.Content.AsMessage().RelatesTo.GetReplaceID() == summary.ID
+		// Later changes edit the summary the patient can see.
+		c.mustSucceed(doc, caseRoom, "!plan task Evening walk due "+time.Now().AddDate(0, 0, 3).Format("2006-01-02"))
+		pat.WaitFor(30*time.Second, "an edit of the fresh summary", func(evt *event.Event) bool {
+			return evt.RoomID == patientRoom && evt.Sender == c.botID && evt.Content.AsMessage().RelatesTo.GetReplaceID() == summary.ID
+		})
 	})
 }

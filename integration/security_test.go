@@ -72,13 +72,15 @@ func TestPHICommandRefusedInUnencryptedRoom(t *testing.T) {
 
 // TestPHICommandsAllowedUnencryptedWhenNotRequired: encryption.require: false lets PHI commands run anywhere.
 func TestPHICommandsAllowedUnencryptedWhenNotRequired(t *testing.T) {
-	c := newClinic(t, map[string]any{"encryption": map[string]any{"require": false}})
-	doc := newUser(t, c.bot.w.hsA, "doc")
-	c.registerClinician(doc)
-	plainDM := roomWithBot(t, doc, c.botID)
-	if body := c.mustSucceed(doc, plainDM, "!case list"); !strings.Contains(body, "not on any care team") {
-		t.Fatalf("case list with encryption.require false: %s", body)
-	}
+	forEachHomeserver(t, func(t *testing.T, on *onHomeserver) {
+		c := newClinicOn(t, on, map[string]any{"encryption": map[string]any{"require": false}})
+		doc := newUser(t, on.hs, "doc")
+		c.registerClinician(doc)
+		plainDM := roomWithBot(t, doc, c.botID)
+		if body := c.mustSucceed(doc, plainDM, "!case list"); !strings.Contains(body, "not on any care team") {
+			t.Fatalf("case list with encryption.require false: %s", body)
+		}
+	})
 }
 
 // TestDataAccessMatrix runs every data-reading command as each kind of user, with two cases whose patients and
