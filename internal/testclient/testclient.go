@@ -170,7 +170,7 @@ func (u *User) EncryptedRoomWithBotIn(bot id.UserID, version id.RoomVersion) id.
 	resp, err := u.CreateRoom(ctx, &mautrix.ReqCreateRoom{
 		Preset:      "private_chat",
 		RoomVersion: version,
-		Invite: []id.UserID{bot},
+		Invite:      []id.UserID{bot},
 		InitialState: []*event.Event{{
 			Type: event.StateEncryption, StateKey: &stateKey,
 			Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}},
