@@ -38,5 +38,5 @@ fmt: ## Format the Go code
 vet: ## Run go vet
 	go vet ./...
 
-bench: ## Benchmark caseroom against a real Dendrite and the FHIR test server (~25 min for both databases; writes bench.json)
-	go run ./cmd/caseroom-bench -json bench.json
+bench: ## Benchmark caseroom against a real homeserver and the FHIR test server (HOMESERVER=dendrite|synapse, default dendrite; ~25 min on Dendrite for both databases; writes bench.json)
+	go run ./cmd/caseroom-bench $(if $(HOMESERVER),-homeserver $(HOMESERVER)) -json bench.json

@@ -16,6 +16,8 @@ import (
 
 	"github.com/caseroom/caseroom/internal/dendrite"
 	"github.com/caseroom/caseroom/internal/fhirtest"
+	"github.com/caseroom/caseroom/internal/homeserver"
+	"github.com/caseroom/caseroom/internal/synapse"
 	"github.com/caseroom/caseroom/store"
 )
 
@@ -44,7 +46,86 @@ const (
 	caseroomStopIn = 15 * time.Second // SIGTERM to exit before SIGKILL
 )
 
-// runBenchmark builds caseroom, then measures each engine on a fresh Dendrite. It returns what was measured even
+// The homeservers the bench runs on (-homeserver).
+const (
+	hsDendrite = "dendrite"
+	hsSynapse  = "synapse"
+)
+
+var homeserverNames = []string{hsDendrite, hsSynapse}
+
+// homeserverLogLevel keeps the homeserver's log to warnings and errors: at info both log every request, which
+// costs them time the bench would count.
+const homeserverLogLevel = "warn"
+
+// installedHomeserver is the homeserver software of a run, installed: Dendrite's binaries or Synapse's virtualenv.
+type installedHomeserver struct {
+	Name     string // hsDendrite or hsSynapse
+	Version  string // the pinned release
+	dendrite dendrite.Binaries
+	python   string // Synapse's interpreter
+}
+
+// pinnedVersion is the release of a homeserver that caseroom is tested against.
+func pinnedVersion(name string) string {
+	if name == hsSynapse {
+		return synapse.Version
+	}
+	return dendrite.Version
+}
+
+// title is the software and version as the report shows them, such as "Synapse 1.163.2".
+func (h installedHomeserver) title() string {
+	return homeserverTitle(h.Name, h.Version)
+}
+
+func homeserverTitle(name, version string) string {
+	switch name {
+	case hsDendrite:
+		return "Dendrite " + version
+	case hsSynapse:
+		return "Synapse " + version
+	}
+	return strings.TrimSpace(name + " " + version)
+}
+
+// installHomeserver finds the pinned homeserver in the tools directory ($CASEROOM_TOOLS_DIR or .tools), installing
+// it first if it is missing.
+func installHomeserver(ctx context.Context, name string) (installedHomeserver, error) {
+	toolsDir, err := homeserver.DefaultToolsDir()
+	if err != nil {
+		return installedHomeserver{}, err
+	}
+	switch name {
+	case hsDendrite:
+		bins, err := dendrite.EnsureBinaries(ctx, toolsDir)
+		return installedHomeserver{Name: name, Version: pinnedVersion(name), dendrite: bins}, err
+	case hsSynapse:
+		python, err := synapse.EnsureInstalled(ctx, toolsDir)
+		return installedHomeserver{Name: name, Version: pinnedVersion(name), python: python}, err
+	}
+	return installedHomeserver{}, fmt.Errorf("unknown homeserver %q", name)
+}
+
+// start starts a fresh homeserver in dir, serving the client API on httpAddr as serverName, with the appservice
+// registrations.
+func (h installedHomeserver) start(ctx context.Context, dir, serverName, httpAddr string, registrations []string) (homeserver.Server, error) {
+	switch h.Name {
+	case hsDendrite:
+		return dendrite.Start(ctx, dendrite.Options{
+			Dir: dir, ServerName: serverName, HTTPAddr: httpAddr, AppServiceRegistrations: registrations,
+			LogLevel: homeserverLogLevel, Binaries: h.dendrite,
+		})
+	case hsSynapse:
+		return synapse.Start(ctx, synapse.Options{
+			Dir: dir, ServerName: serverName, HTTPAddr: httpAddr, AppServiceRegistrations: registrations,
+			LogLevel: homeserverLogLevel, Python: h.python,
+		})
+	}
+	return nil, fmt.Errorf("unknown homeserver %q", h.Name)
+}
+
+// runBenchmark builds caseroom, then measures each engine on a fresh homeserver. It returns what was measured even
 // when a later engine fails.
 func runBenchmark(ctx context.Context, opts options, command []string, progress io.Writer) (*Report, error) {
 	say := func(format string, args ...any) {
@@ -75,18 +156,14 @@ func runBenchmark(ctx context.Context, opts options, command []string, progress 
 	if build.TagsNote != "" {
 		say("%s", build.TagsNote)
 	}
-	say("installing or finding Dendrite %s", dendrite.Version)
-	toolsDir, err := dendrite.DefaultToolsDir()
-	if err != nil {
-		return nil, err
-	}
-	bins, err := dendrite.EnsureBinaries(ctx, toolsDir)
+	say("installing or finding %s", homeserverTitle(opts.Homeserver, pinnedVersion(opts.Homeserver)))
+	hs, err := installHomeserver(ctx, opts.Homeserver)
 	if err != nil {
 		return nil, err
 	}
 
 	report := &Report{
-		Machine: describeMachine(build),
+		Machine: describeMachine(build, hs),
 		Command: strings.Join(command, " "),
 		Options: opts,
 		Targets: benchTargets,
@@ -94,7 +171,7 @@ func runBenchmark(ctx context.Context, opts options, command []string, progress 
 	for _, eng := range opts.Engines {
 		say("%s: starting", eng.title())
 		res, err := runEngine(ctx, engineRun{
-			opts: opts, engine: eng, dir: filepath.Join(work, string(eng)), caseroom: build.Path, dendrite: bins, say: say,
+			opts: opts, engine: eng, dir: filepath.Join(work, string(eng)), caseroom: build.Path, homeserver: hs, say: say,
 		})
 		if err != nil {
 			err = fmt.Errorf("%s: %w", eng.title(), err)
@@ -115,15 +192,15 @@ func runBenchmark(ctx context.Context, opts options, command []string, progress 
 
 // engineRun is everything one engine's measurement needs.
 type engineRun struct {
-	opts     options
-	engine   engine
-	dir      string
-	caseroom string // binary
-	dendrite dendrite.Binaries
-	say      func(format string, args ...any)
+	opts       options
+	engine     engine
+	dir        string
+	caseroom   string // binary
+	homeserver installedHomeserver
+	say        func(format string, args ...any)
 }
 
-// runEngine starts a fresh Dendrite with caseroom's and the floor appservice's registrations, a fresh database and
+// runEngine starts a fresh homeserver with caseroom's and the floor appservice's registrations, a fresh database and
 // caseroom, and runs every measurement. Whatever it started is stopped before it returns.
 func runEngine(ctx context.Context, r engineRun) (res *EngineResult, err error) {
 	if err = os.MkdirAll(r.dir, 0o700); err != nil {
@@ -135,7 +212,7 @@ func runEngine(ctx context.Context, r engineRun) (res *EngineResult, err error) 
 	}
 	defer db.drop()
 
-	hsPort, err := dendrite.FreePort()
+	hsPort, err := homeserver.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -170,17 +247,11 @@ func runEngine(ctx context.Context, r engineRun) (res *EngineResult, err error) 
 		return nil, fmt.Errorf("failed to write the floor appservice registration: %w", err)
 	}
 
-	r.say("%s: starting Dendrite", r.engine.title())
-	hs, err := dendrite.Start(ctx, dendrite.Options{
-		Dir:                     filepath.Join(r.dir, "dendrite"),
-		ServerName:              domain,
-		HTTPAddr:                fmt.Sprintf("127.0.0.1:%d", hsPort),
-		AppServiceRegistrations: []string{setup.RegistrationPath, floorReg},
-		LogLevel:                "warn",
-		Binaries:                r.dendrite,
-	})
+	r.say("%s: starting %s", r.engine.title(), r.homeserver.title())
+	hs, err := r.homeserver.start(ctx, filepath.Join(r.dir, r.homeserver.Name), domain, fmt.Sprintf("127.0.0.1:%d", hsPort),
+		[]string{setup.RegistrationPath, floorReg})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("failed to start %s: %w", r.homeserver.title(), err)
 	}
 	defer hs.Stop()
 

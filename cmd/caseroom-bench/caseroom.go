@@ -20,7 +20,7 @@ import (
 
 	"github.com/caseroom/caseroom/config"
 	"github.com/caseroom/caseroom/internal/childproc"
-	"github.com/caseroom/caseroom/internal/dendrite"
+	"github.com/caseroom/caseroom/internal/homeserver"
 
 	_ "github.com/lib/pq" // create and drop the per-run PostgreSQL database
 )
@@ -90,7 +90,7 @@ type caseroomSetup struct {
 // writeCaseroomConfig writes a config the way an operator would (production logging: info, JSON, to a file) and
 // the registration caseroom derives from it.
 func writeCaseroomConfig(dir, hsURL, domain string, db *database, ehrURL string) (*caseroomSetup, error) {
-	port, err := dendrite.FreePort()
+	port, err := homeserver.FreePort()
 	if err != nil {
 		return nil, err
 	}

@@ -12,8 +12,8 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/caseroom/caseroom/ehr"
-	"github.com/caseroom/caseroom/internal/dendrite"
 	"github.com/caseroom/caseroom/internal/fhirtest"
+	"github.com/caseroom/caseroom/internal/homeserver"
 	"github.com/caseroom/caseroom/store"
 )
 
@@ -31,7 +31,7 @@ type patientRoom struct {
 // PHI commands only in encrypted rooms); the bench clients have no crypto and send plaintext, which caseroom
 // accepts because it checks the room's encryption setting. Progress is read from caseroom's database, since the
 // bot's answers are encrypted.
-func setUpCases(ctx context.Context, hs *dendrite.Server, w *world, st *store.Store, botID id.UserID, fhir *fhirtest.Server) error {
+func setUpCases(ctx context.Context, hs homeserver.Server, w *world, st *store.Store, botID id.UserID, fhir *fhirtest.Server) error {
 	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
 	domain := botID.Homeserver()

@@ -21,7 +21,8 @@ import (
 	"github.com/caseroom/caseroom/store"
 )
 
-// txnSize is the number of events per ingest transaction (Dendrite's maximum).
+// txnSize is the number of events per ingest and drain transaction: Dendrite's maximum, and within Synapse's
+// (100). caseroom takes transactions of any number of events up to appservice.max_body_bytes.
 const txnSize = 50
 
 // ingestScenario is a load of transactions posted straight to caseroom's transaction endpoint. The outbox drain

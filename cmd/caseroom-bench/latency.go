@@ -18,7 +18,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/caseroom/caseroom/internal/dendrite"
+	"github.com/caseroom/caseroom/internal/homeserver"
 )
 
 // latencyScenario is a command whose reply latency is measured for caseroom and against the floors. New commands
@@ -226,7 +226,7 @@ type lane struct {
 }
 
 // setUp registers 2×rooms users, creates their rooms, waits for the bots to join, and starts the /sync loops.
-func setUp(ctx context.Context, hs *dendrite.Server, rooms int, caseroomBot, floorBot id.UserID) (*world, error) {
+func setUp(ctx context.Context, hs homeserver.Server, rooms int, caseroomBot, floorBot id.UserID) (*world, error) {
 	setupCtx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
 	lanes := make([]*lane, rooms)
@@ -260,7 +260,7 @@ func setUp(ctx context.Context, hs *dendrite.Server, rooms int, caseroomBot, flo
 	return w, nil
 }
 
-func setUpLane(ctx context.Context, hs *dendrite.Server, i int, caseroomBot, floorBot id.UserID) (*lane, error) {
+func setUpLane(ctx context.Context, hs homeserver.Server, i int, caseroomBot, floorBot id.UserID) (*lane, error) {
 	user, err := newBenchClient(ctx, hs, fmt.Sprintf("bench_user%02d", i))
 	if err != nil {
 		return nil, err
@@ -362,7 +362,7 @@ const maxUnclaimed = 10_000
 
 var errNoReply = errors.New("no reply")
 
-func newBenchClient(ctx context.Context, hs *dendrite.Server, localpart string) (*benchClient, error) {
+func newBenchClient(ctx context.Context, hs homeserver.Server, localpart string) (*benchClient, error) {
 	cli, err := hs.RegisterUser(ctx, localpart, random.String(24), false)
 	if err != nil {
 		return nil, err

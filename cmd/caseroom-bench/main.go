@@ -1,11 +1,12 @@
-// Command caseroom-bench measures caseroom against a real Dendrite in one run: command reply latency as a client
-// sees it, next to two floors measured in the same run (F0: one client's message seen by another client; F1: a
-// do-nothing appservice inside this tool answering the same command), transaction ingest, memory and start-up
-// time, on SQLite and PostgreSQL. It prints a Markdown report and can write the results as JSON. The targets it
-// shows are goals for the benchmark, not assertions: it fails only when it cannot measure.
+// Command caseroom-bench measures caseroom against a real homeserver (the pinned Dendrite or Synapse, -homeserver)
+// in one run: command reply latency as a client sees it, next to two floors measured in the same run (F0: the
+// homeserver's own echo latency, one client's message seen by another client; F1: a do-nothing appservice inside
+// this tool answering the same command), transaction ingest, memory and start-up time, on SQLite and PostgreSQL.
+// It prints a Markdown report that names the homeserver and its version, and can write the results as JSON. The
+// targets it shows are goals for the benchmark, not assertions: it fails only when it cannot measure.
 //
-// Everything it starts (Dendrite, caseroom, its own appservice) listens on loopback only and is stopped when the
-// run ends, on Ctrl-C and when -timeout passes.
+// Everything it starts (the homeserver, the FHIR test server, caseroom, its own appservice) listens on loopback only
+// and is stopped when the run ends, on Ctrl-C and when -timeout passes.
 package main
 
 import (
@@ -40,6 +41,8 @@ const defaultPostgres = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=dis
 
 // options are the parsed flags.
 type options struct {
+	// Homeserver is the homeserver software caseroom runs on: hsDendrite or hsSynapse.
+	Homeserver   string        `json:"homeserver"`
 	N            int           `json:"n"`
 	Warmup       int           `json:"warmup"`
 	Rooms        int           `json:"rooms"`
@@ -103,6 +106,8 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 	flags := flag.NewFlagSet("caseroom-bench", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	var opts options
+	flags.StringVar(&opts.Homeserver, "homeserver", hsDendrite, "homeserver to run caseroom on: "+strings.Join(homeserverNames, " or ")+
+		" (the pinned release, installed into the tools directory if missing)")
 	flags.IntVar(&opts.N, "n", defaultN, "commands measured per latency scenario (after warm-up); across -rooms rooms the total is at least n")
 	flags.IntVar(&opts.Warmup, "warmup", defaultWarmup, "unmeasured commands per latency scenario before measuring")
 	flags.IntVar(&opts.Rooms, "rooms", defaultRooms, "rooms (one client each) of the concurrent latency scenarios")
@@ -121,8 +126,8 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 	flags.StringVar(&opts.CPUProfileDir, "cpuprofile", "", "build caseroom with CPU profiling and write caseroom-<db>.pprof into this directory (for `go tool pprof`)")
 	flags.BoolVar(&opts.Keep, "keep", false, "keep the working directory (logs, configs, SQLite database) after the run")
 	flags.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: caseroom-bench [-quick] [-n 1000] [-warmup 50] [-rooms 16] [-db sqlite,postgres] [-json out.json]")
-		fmt.Fprintln(stderr, "Starts Dendrite and caseroom on loopback, measures latency, ingest, memory and start-up, prints a Markdown report.")
+		fmt.Fprintln(stderr, "Usage: caseroom-bench [-quick] [-homeserver dendrite|synapse] [-n 1000] [-warmup 50] [-rooms 16] [-db sqlite,postgres] [-json out.json]")
+		fmt.Fprintln(stderr, "Starts a homeserver and caseroom on loopback, measures latency, ingest, memory and start-up, prints a Markdown report.")
 		flags.PrintDefaults()
 	}
 	if err := flags.Parse(args); err != nil {
@@ -158,6 +163,10 @@ func parseFlags(args []string, stderr io.Writer) (options, int) {
 		}
 	}
 	var problems []string
+	opts.Homeserver = strings.TrimSpace(strings.ToLower(opts.Homeserver))
+	if !slices.Contains(homeserverNames, opts.Homeserver) {
+		problems = append(problems, fmt.Sprintf("-homeserver: unknown homeserver %q (want %s)", opts.Homeserver, strings.Join(homeserverNames, " or ")))
+	}
 	if opts.N < 1 {
 		problems = append(problems, "-n must be at least 1")
 	}

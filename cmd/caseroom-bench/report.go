@@ -10,8 +10,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/caseroom/caseroom/internal/dendrite"
 )
 
 // Report is everything one run measured; it is printed as Markdown and written as JSON.
@@ -25,15 +23,17 @@ type Report struct {
 
 // Machine describes where the run happened.
 type Machine struct {
-	CPU        string `json:"cpu"`
-	Cores      int    `json:"cores"`
-	GoVersion  string `json:"go_version"`
-	Kernel     string `json:"kernel"`
-	Date       string `json:"date"`
-	Dendrite   string `json:"dendrite"`
-	BuildTags  string `json:"caseroom_build_tags"`
-	BuildNote  string `json:"caseroom_build_note,omitempty"`
-	GOMAXPROCS int    `json:"gomaxprocs"`
+	CPU       string `json:"cpu"`
+	Cores     int    `json:"cores"`
+	GoVersion string `json:"go_version"`
+	Kernel    string `json:"kernel"`
+	Date      string `json:"date"`
+	// Homeserver is the homeserver software caseroom ran on (dendrite, synapse), HomeserverVersion its release.
+	Homeserver        string `json:"homeserver"`
+	HomeserverVersion string `json:"homeserver_version"`
+	BuildTags         string `json:"caseroom_build_tags"`
+	BuildNote         string `json:"caseroom_build_note,omitempty"`
+	GOMAXPROCS        int    `json:"gomaxprocs"`
 	// LoadAvg is /proc/loadavg when the run started: other work on the machine skews every number.
 	LoadAvg string `json:"load_avg"`
 }
@@ -91,7 +91,7 @@ type IngestResult struct {
 	Events             int     `json:"events,omitempty"`
 	Transactions       int     `json:"transactions,omitempty"`
 	CheckinShaped      int     `json:"checkin_shaped,omitempty"`
-	TemplateRecorded   bool    `json:"template_recorded,omitempty"` // events copied from one Dendrite delivered
+	TemplateRecorded   bool    `json:"template_recorded,omitempty"` // events copied from one the homeserver delivered
 	Seconds            float64 `json:"seconds,omitempty"`
 	EventsPerSec       float64 `json:"acked_events_per_sec,omitempty"`
 	Ack                Stats   `json:"ack_latency"`
@@ -146,11 +146,11 @@ func (s *StartupResult) summarize() {
 	s.MaxMs = sorted[len(sorted)-1]
 }
 
-func describeMachine(build buildResult) Machine {
+func describeMachine(build buildResult, hs installedHomeserver) Machine {
 	m := Machine{
 		CPU: cpuModel(), Cores: runtime.NumCPU(), GoVersion: build.GoVersion, GOMAXPROCS: runtime.GOMAXPROCS(0),
-		Date: time.Now().UTC().Format(time.RFC3339), Dendrite: dendrite.Version, BuildTags: build.Tags,
-		BuildNote: build.TagsNote,
+		Date: time.Now().UTC().Format(time.RFC3339), Homeserver: hs.Name, HomeserverVersion: hs.Version,
+		BuildTags: build.Tags, BuildNote: build.TagsNote,
 	}
 	if m.GoVersion == "" {
 		m.GoVersion = runtime.Version()
@@ -199,20 +199,21 @@ func writeJSON(path string, report *Report) error {
 // and start-up with the targets beside them.
 func printMarkdown(w io.Writer, r *Report) {
 	m := r.Machine
-	fmt.Fprintf(w, "## caseroom benchmark\n\n")
+	hs := homeserverTitle(m.Homeserver, m.HomeserverVersion)
+	fmt.Fprintf(w, "## caseroom benchmark on %s\n\n", hs)
 	fmt.Fprintf(w, "- Machine: %s, %d cores, %s, %s\n", m.CPU, m.Cores, m.GoVersion, m.Kernel)
-	fmt.Fprintf(w, "- Date: %s; load average at start: %s; Dendrite %s; caseroom built with tags: %s\n",
-		m.Date, m.LoadAvg, m.Dendrite, m.BuildTags)
+	fmt.Fprintf(w, "- Date: %s; load average at start: %s; homeserver: %s; caseroom built with tags: %s\n",
+		m.Date, m.LoadAvg, hs, m.BuildTags)
 	if m.BuildNote != "" {
 		fmt.Fprintf(w, "- Note: %s\n", m.BuildNote)
 	}
 	fmt.Fprintf(w, "- Command: `%s` (n=%d, warm-up=%d, rooms=%d, ingest events=%d, start-ups=%d)\n",
 		r.Command, r.Options.N, r.Options.Warmup, r.Options.Rooms, r.Options.IngestEvents, r.Options.StartupRuns)
-	fmt.Fprintf(w, "- Latency: from the start of a client's send to the answer in its /sync (F0: in another client's /sync). "+
-		"Targets are goals, not assertions.\n")
+	fmt.Fprintf(w, "- Latency: from the start of a client's send to the answer in its /sync. F0 is the homeserver's own echo "+
+		"latency (the message in another client's /sync), F1 a do-nothing appservice's reply. Targets are goals, not assertions.\n")
 
 	for _, e := range r.Engines {
-		fmt.Fprintf(w, "\n### %s\n\n", engine(e.Engine).title())
+		fmt.Fprintf(w, "\n### %s on %s\n\n", engine(e.Engine).title(), hs)
 		fmt.Fprintln(w, "| scenario | responder | n | lost | p50 ms | p99 ms | p50 ×F1 | p99 ×F1 | p50 ×F0 | p99 ×F0 | target | |")
 		fmt.Fprintln(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|")
 		for _, l := range e.Latency {
@@ -257,8 +258,8 @@ func printMarkdown(w io.Writer, r *Report) {
 			}
 			fmt.Fprintf(w, "| %s: acknowledged events/s (%d events, %d%% check-in-shaped) | %s | %s | %s |\n",
 				in.Scenario, in.Events, percentOf(in.CheckinShaped, in.Events), thousands(in.EventsPerSec), target, verdict)
-			fmt.Fprintf(w, "| %s: ack latency p50 / p99 per 50-event transaction | %.2f / %.2f ms | | |\n",
-				in.Scenario, in.Ack.P50Ms, in.Ack.P99Ms)
+			fmt.Fprintf(w, "| %s: ack latency p50 / p99 per %d-event transaction | %.2f / %.2f ms | | |\n",
+				in.Scenario, txnSize, in.Ack.P50Ms, in.Ack.P99Ms)
 			processed := fmt.Sprintf("not finished after %.0f s", in.ProcessedSeconds)
 			if in.DrainFinished {
 				processed = fmt.Sprintf("%s (all done %.1f s after the first post)", thousands(in.ProcessedPerSec), in.ProcessedSeconds)
@@ -320,13 +321,13 @@ func printMarkdown(w io.Writer, r *Report) {
 				e.FloorReplyErrors, e.SyncErrors)
 		}
 	}
-	fmt.Fprintf(w, "\nIngest posts recorded transactions (a message event as Dendrite delivered it, copied with new IDs) "+
-		"straight to caseroom's transaction endpoint with the durable inbox on. Chat goes to made-up rooms; check-ins go to "+
+	fmt.Fprintf(w, "\nIngest posts recorded transactions (a message event as %s delivered it, copied with new IDs; %d "+
+		"events a transaction, which Dendrite sends at most, Synapse up to 100) straight to caseroom's transaction endpoint with the durable inbox on. Chat goes to made-up rooms; check-ins go to "+
 		"the real patient rooms of the cases, sent by their patients, and count as processed once their records are stored "+
 		"(the outbox row is written in the same transaction); the rate does not wait for the replies, which separate "+
 		"per-room senders deliver meanwhile. The outbox drain waits for earlier check-ins to be filed, times the FHIR server's own "+
 		"sequential creates, then posts a burst of one-vital check-ins (one transaction Bundle each) and times the outbox "+
-		"from all stored to empty; duplicates are counted per check-in by the Observation identifier.\n")
+		"from all stored to empty; duplicates are counted per check-in by the Observation identifier.\n", hs, txnSize)
 }
 
 func metWord(ok bool) string {
