@@ -40,7 +40,6 @@ type world struct {
 	botPort  int
 	reg      *appservice.Registration
 	baseCfg  []byte // config with the generated secrets
-
 }
 
 var (
@@ -228,17 +227,16 @@ type botProcess struct {
 
 // botTarget is a homeserver with caseroom's appservice registered on it: what a bot process needs to run there.
 type botTarget struct {
-	hs          homeserver.Server
-	domain, url string
-	port        int    // the appservice listener's port, as the registration says
-	regPath     string // the registration file
-	reg         *appservice.Registration
-	baseCfg     []byte // config with the generated secrets
+	hs      homeserver.Server
+	port    int    // the appservice listener's port, as the registration says
+	regPath string // the registration file
+	reg     *appservice.Registration
+	baseCfg []byte // config with the generated secrets
 }
 
 // dendriteTarget is homeserver A of the shared world.
 func (w *world) dendriteTarget() *botTarget {
-	return &botTarget{hs: w.hsA, domain: w.hsA.ServerName, url: w.hsA.URL, port: w.botPort,
+	return &botTarget{hs: w.hsA, port: w.botPort,
 		regPath: filepath.Join(w.dir, "registration.yaml"), reg: w.reg, baseCfg: w.baseCfg}
 }
 
@@ -265,7 +263,7 @@ func startBotOn(t *testing.T, target *botTarget, extra map[string]any, env ...st
 	if err := yaml.Unmarshal(target.baseCfg, &base); err != nil {
 		t.Fatal(err)
 	}
-	metricsPort, err := homeserver.FreePort() // bots on different homeservers run at the same time
+	metricsPort, err := homeserver.FreePort() // its own: a test may run more than one bot
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +284,7 @@ func startBotOn(t *testing.T, target *botTarget, extra map[string]any, env ...st
 		merged[k] = v
 	}
 	cfgPath := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfgPath, botConfig(target.domain, target.url, target.port, dir, merged), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, botConfig(target.hs.Domain(), target.hs.HomeserverURL(), target.port, dir, merged), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	b := &botProcess{t: t, w: w, regPath: target.regPath, reg: target.reg, port: target.port, dir: dir,

@@ -78,7 +78,7 @@ func startSynapseIn(w *world, dir string) (*synapseWorld, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &synapseWorld{hs: hs, target: &botTarget{hs: hs, domain: hs.ServerName, url: hs.URL, port: botPort,
+	return &synapseWorld{hs: hs, target: &botTarget{hs: hs, port: botPort,
 		regPath: regPath, reg: reg, baseCfg: baseCfg}}, nil
 }
 
